@@ -1,0 +1,1 @@
+//! Fovea's data plane (being built).
