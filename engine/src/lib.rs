@@ -1,1 +1,13 @@
-//! Fovea's data plane (being built).
+//! Fovea's data plane: thread-per-core QUIC shards, the pattern trie, fan-out, and the `fovea`
+//! node binary (docs/ARCHITECTURE.md).
+//!
+//! Layout: the sans-I/O shard core (`shard`) holds connections, sessions and subscriptions and
+//! takes time as an argument; the driver (`driver`) owns sockets, timers and threads.
+
+pub mod cid;
+pub mod config;
+pub mod identity;
+pub mod metrics;
+pub mod steer;
+pub mod token;
+pub mod udp;

@@ -1,0 +1,266 @@
+//! Node configuration: a TOML file, overridden by flags and environment variables.
+//!
+//! Precedence: command-line flag, then environment variable (`FOVEA_*`), then the file, then
+//! the defaults below. Unknown keys in the file are errors, so a typo never silently falls back
+//! to a default. Every limit the node enforces is a key here; docs/OPERATIONS.md lists them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Top-level configuration file layout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Process-level settings.
+    pub node: NodeSection,
+    /// TLS certificate and key.
+    pub tls: TlsSection,
+    /// Every bound the node enforces.
+    pub limits: Limits,
+}
+
+/// `[node]`: addresses, threads, data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// UDP address the QUIC listener binds (every shard binds it with `SO_REUSEPORT`).
+    pub listen: SocketAddr,
+    /// TCP address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics: SocketAddr,
+    /// Directory holding the generated certificate and the persistent keys.
+    pub data_dir: PathBuf,
+    /// Number of shards (data-plane threads); 0 means one per available core.
+    pub shards: usize,
+    /// Pin each shard thread to one core.
+    pub pin_cores: bool,
+    /// Force the legacy (epoll) monoio driver even where io_uring works.
+    pub force_legacy_driver: bool,
+    /// How long a draining node (SIGTERM) waits for queued deliveries before it exits.
+    pub drain_timeout_ms: u64,
+    /// Kernel socket buffer sizes requested per shard socket (the kernel may cap them).
+    pub socket_recv_buffer_bytes: usize,
+    /// See `socket_recv_buffer_bytes`.
+    pub socket_send_buffer_bytes: usize,
+    /// Use UDP GSO for several packets to one peer when the kernel supports it.
+    pub gso: bool,
+}
+
+/// `[tls]`: certificate and key files; a self-signed pair is generated in `data_dir` if unset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// What the node does with a subscriber whose send budget is exhausted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Drop the newest delivery for that subscriber and count it.
+    Drop,
+    /// Close the subscriber's connection with SLOW_CONSUMER.
+    Disconnect,
+}
+
+/// `[limits]`: every bound, with its default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connected peers per node; further handshakes are refused with SERVER_FULL.
+    pub max_peers: usize,
+    /// Subscriptions per peer; further SUBSCRIBEs fail with TOO_MANY_SUBSCRIPTIONS.
+    pub max_subscriptions_per_peer: usize,
+    /// Largest PUBLISH payload in bytes (advertised in WELCOME).
+    pub max_payload: usize,
+    /// Longest topic or pattern in bytes.
+    pub max_topic_len: usize,
+    /// Deepest topic or pattern in segments.
+    pub max_topic_depth: usize,
+    /// Bytes of deliveries queued for one subscriber beyond what QUIC flow control accepts.
+    pub send_budget_bytes: usize,
+    /// Policy when `send_budget_bytes` is exceeded.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// QUIC idle timeout.
+    pub idle_timeout_ms: u64,
+    /// Interval of the node's PINGs to each peer (keeps NAT bindings and measures RTT).
+    pub keepalive_ms: u64,
+    /// Time a connection has to complete the handshake and HELLO.
+    pub hello_timeout_ms: u64,
+    /// Unvalidated handshakes in progress per shard before the node answers with Retry.
+    pub retry_threshold: usize,
+    /// Frames decoded from one connection per loop turn (fairness between peers).
+    pub frames_per_turn: usize,
+    /// Recent (publisher, message id) pairs remembered for duplicate suppression, per peer.
+    pub dedup_window: usize,
+    /// How long a message id is remembered for duplicate suppression.
+    pub dedup_window_ms: u64,
+    /// Messages queued from one shard to another before the sender stops reading publishers.
+    pub cross_shard_queue: usize,
+    /// Concurrent QUIC streams a peer may open (session + data).
+    pub max_streams_per_peer: u64,
+    /// QUIC connection-level receive window in bytes.
+    pub conn_window_bytes: u64,
+    /// QUIC per-stream receive window in bytes.
+    pub stream_window_bytes: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            listen: "0.0.0.0:4433".parse().expect("valid literal"),
+            metrics: "127.0.0.1:9090".parse().expect("valid literal"),
+            data_dir: PathBuf::from("fovea-data"),
+            shards: 0,
+            pin_cores: true,
+            force_legacy_driver: false,
+            drain_timeout_ms: 5_000,
+            socket_recv_buffer_bytes: 8 << 20,
+            socket_send_buffer_bytes: 8 << 20,
+            gso: true,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_peers: 20_000,
+            max_subscriptions_per_peer: 1_024,
+            max_payload: 1 << 20,
+            max_topic_len: 256,
+            max_topic_depth: 16,
+            send_budget_bytes: 4 << 20,
+            slow_consumer: SlowConsumerPolicy::Drop,
+            idle_timeout_ms: 30_000,
+            keepalive_ms: 10_000,
+            hello_timeout_ms: 5_000,
+            retry_threshold: 512,
+            frames_per_turn: 256,
+            dedup_window: 1_024,
+            dedup_window_ms: 60_000,
+            cross_shard_queue: 65_536,
+            max_streams_per_peer: 4,
+            conn_window_bytes: 8 << 20,
+            stream_window_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node: NodeSection::default(),
+            tls: TlsSection::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown keys included).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// A value is outside what the node can work with.
+    #[error("invalid value for {key}: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relationships between values that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let invalid = |key, reason| Err(ConfigError::Invalid { key, reason });
+        if self.node.shards > crate::cid::SHARDS_MAX {
+            return invalid("node.shards", "at most 64 shards");
+        }
+        if l.max_payload == 0 || l.max_payload > 16 << 20 {
+            return invalid("limits.max_payload", "must be 1..=16 MiB");
+        }
+        if l.max_topic_len == 0 || l.max_topic_len > 256 {
+            return invalid("limits.max_topic_len", "must be 1..=256");
+        }
+        if l.max_topic_depth == 0 || l.max_topic_depth > 16 {
+            return invalid("limits.max_topic_depth", "must be 1..=16");
+        }
+        if l.max_peers == 0 {
+            return invalid("limits.max_peers", "must be at least 1");
+        }
+        if l.frames_per_turn == 0 {
+            return invalid("limits.frames_per_turn", "must be at least 1");
+        }
+        if l.idle_timeout_ms < 1_000 {
+            return invalid("limits.idle_timeout_ms", "must be at least 1000");
+        }
+        if l.keepalive_ms == 0 || l.keepalive_ms >= l.idle_timeout_ms {
+            return invalid("limits.keepalive_ms", "must be below idle_timeout_ms");
+        }
+        if l.max_streams_per_peer < 2 {
+            return invalid("limits.max_streams_per_peer", "must be at least 2");
+        }
+        if l.cross_shard_queue < 64 {
+            return invalid("limits.cross_shard_queue", "must be at least 64");
+        }
+        if (l.stream_window_bytes as usize) < l.max_payload + 4096 {
+            return invalid(
+                "limits.stream_window_bytes",
+                "must hold one max_payload frame",
+            );
+        }
+        Ok(())
+    }
+
+    /// Number of shards to run: the configured count, or one per available core.
+    pub fn shard_count(&self) -> usize {
+        if self.node.shards > 0 {
+            return self.node.shards;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(crate::cid::SHARDS_MAX)
+    }
+}

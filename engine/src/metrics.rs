@@ -1,0 +1,209 @@
+//! Per-shard counters and their Prometheus text exposition.
+//!
+//! Each shard owns one `ShardMetrics` and is its only writer; the metrics thread only reads.
+//! Counters are plain relaxed atomics on the shard's own cache lines, so counting costs an
+//! uncontended add and never a lock shared between cores. (A registry crate was considered:
+//! its labelled families take a lock on lookup and its histograms lock on observe, which is the
+//! shared-lock-on-the-hot-path this design exists to avoid; the text format is simple enough to
+//! write directly.)
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! shard_counters {
+    ($( $field:ident, $name:literal, $kind:literal, $help:literal; )*) => {
+        /// Counters and gauges of one shard.
+        #[derive(Default)]
+        #[repr(align(128))]
+        pub struct ShardMetrics {
+            $( #[doc = $help] pub $field: AtomicU64, )*
+            /// Publish-to-deliver latency histogram (bucket counts, see `LATENCY_BOUNDS_US`).
+            pub latency_buckets: [AtomicU64; LATENCY_BUCKETS],
+            /// Sum of observed latencies in microseconds.
+            pub latency_sum_us: AtomicU64,
+        }
+
+        const COUNTERS: &[(&str, &str, &str)] = &[ $( ($name, $kind, $help), )* ];
+
+        impl ShardMetrics {
+            fn values(&self) -> Vec<u64> {
+                vec![ $( self.$field.load(Relaxed), )* ]
+            }
+        }
+    };
+}
+
+shard_counters! {
+    connections, "fovea_connections", "gauge", "Open QUIC connections owned by the shard.";
+    peers, "fovea_peers", "gauge", "Peers that completed HELLO and own a session on the shard.";
+    handshakes, "fovea_handshakes_total", "counter", "QUIC handshakes accepted.";
+    handshakes_refused, "fovea_handshakes_refused_total", "counter", "Handshakes refused (server full, draining).";
+    retries_sent, "fovea_retries_sent_total", "counter", "Retry packets sent for address validation.";
+    tokens_invalid, "fovea_retry_tokens_invalid_total", "counter", "Initial packets with a forged, expired or malformed token.";
+    stateless_resets, "fovea_stateless_resets_sent_total", "counter", "Stateless resets sent for unknown connection IDs.";
+    closes_by_error, "fovea_connections_closed_by_error_total", "counter", "Connections the node closed with an error code.";
+    replaced, "fovea_sessions_replaced_total", "counter", "Sessions replaced by a newer connection with the same peer id.";
+    migrated_in, "fovea_connections_migrated_in_total", "counter", "Connections adopted from another shard after HELLO.";
+    publishes, "fovea_publishes_total", "counter", "PUBLISH frames accepted.";
+    publishes_rejected, "fovea_publishes_rejected_total", "counter", "PUBLISH frames rejected (invalid, too large, denied).";
+    duplicates_dropped, "fovea_duplicates_dropped_total", "counter", "Repeated (publisher, message id) publishes dropped.";
+    deliveries, "fovea_deliveries_total", "counter", "DELIVER frames queued to subscribers.";
+    drops_slow_consumer, "fovea_drops_slow_consumer_total", "counter", "Deliveries dropped because a subscriber's send budget was full.";
+    slow_consumer_disconnects, "fovea_slow_consumer_disconnects_total", "counter", "Subscribers disconnected with SLOW_CONSUMER.";
+    subscriptions, "fovea_subscriptions", "gauge", "Active subscriptions on the shard.";
+    subscribe_rejected, "fovea_subscribe_rejected_total", "counter", "SUBSCRIBE requests that failed.";
+    frames_in, "fovea_frames_in_total", "counter", "Frames decoded from peers.";
+    frames_malformed, "fovea_frames_malformed_total", "counter", "Connections closed for a malformed, oversized or unknown frame.";
+    pings_answered, "fovea_pings_answered_total", "counter", "PING frames answered with PONG.";
+    packets_in, "fovea_packets_in_total", "counter", "UDP datagrams received.";
+    packets_out, "fovea_packets_out_total", "counter", "QUIC packets sent.";
+    bytes_in, "fovea_bytes_in_total", "counter", "UDP payload bytes received.";
+    bytes_out, "fovea_bytes_out_total", "counter", "UDP payload bytes sent.";
+    send_calls, "fovea_send_syscalls_total", "counter", "sendmmsg/sendmsg calls (datagrams per submission = packets_out / this).";
+    packets_handed_over, "fovea_packets_handed_over_total", "counter", "Datagrams that reached the wrong shard and were passed to their owner.";
+    packets_dropped, "fovea_packets_dropped_total", "counter", "Datagrams dropped (garbage, unknown connection, queue full).";
+    cross_shard_out, "fovea_cross_shard_messages_out_total", "counter", "Messages sent to other shards.";
+    cross_shard_in, "fovea_cross_shard_messages_in_total", "counter", "Messages received from other shards.";
+    cross_shard_queue_depth, "fovea_cross_shard_queue_depth", "gauge", "Messages waiting in this shard's inbox.";
+    loop_turns, "fovea_loop_turns_total", "counter", "Event-loop turns.";
+}
+
+/// Upper bounds (µs) of the latency histogram buckets; the last bucket is +Inf.
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+impl ShardMetrics {
+    /// Adds one to a counter (only the owning shard calls this).
+    #[inline]
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Sets a gauge.
+    #[inline]
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Relaxed);
+    }
+
+    /// Records one publish-to-deliver latency.
+    pub fn observe_latency_us(&self, us: u64) {
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.latency_buckets[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+/// Node-wide state shown next to the shard counters.
+pub struct NodeGauges<'a> {
+    /// True while the node accepts new peers.
+    pub ready: bool,
+    /// Which I/O driver the shards run ("io_uring" or "legacy").
+    pub driver: &'a str,
+}
+
+/// Renders every shard's counters, per shard (`shard` label) and summed, in Prometheus text
+/// exposition format 0.0.4.
+pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges<'_>) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let per_shard: Vec<Vec<u64>> = shards.iter().map(|s| s.values()).collect();
+    for (i, (name, kind, help)) in COUNTERS.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let mut total = 0u64;
+        for (shard, values) in per_shard.iter().enumerate() {
+            total += values[i];
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", values[i]);
+        }
+        let _ = writeln!(out, "{name}{{shard=\"all\"}} {total}");
+    }
+    let name = "fovea_publish_to_deliver_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from decoding a PUBLISH to queueing its DELIVER."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    let mut sum_us = 0u64;
+    for s in shards {
+        sum_us += s.latency_sum_us.load(Relaxed);
+    }
+    for (i, bound) in LATENCY_BOUNDS_US.iter().map(Some).chain([None]).enumerate() {
+        cumulative += shards
+            .iter()
+            .map(|s| s.latency_buckets[i].load(Relaxed))
+            .sum::<u64>();
+        match bound {
+            Some(b) => {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                    *b as f64 / 1e6
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{name}_sum {}\n{name}_count {cumulative}",
+        sum_us as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "# HELP fovea_ready 1 while the node accepts new peers.\n# TYPE fovea_ready gauge"
+    );
+    let _ = writeln!(out, "fovea_ready {}", u8::from(node.ready));
+    let _ = writeln!(
+        out,
+        "# HELP fovea_shards Number of data-plane shards.\n# TYPE fovea_shards gauge"
+    );
+    let _ = writeln!(out, "fovea_shards {}", shards.len());
+    let _ = writeln!(
+        out,
+        "# HELP fovea_io_driver I/O driver of the shards.\n# TYPE fovea_io_driver gauge"
+    );
+    let _ = writeln!(out, "fovea_io_driver{{driver=\"{}\"}} 1", node.driver);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn render_sums_shards_and_counts_histogram_cumulatively() {
+        let a = Arc::new(ShardMetrics::default());
+        let b = Arc::new(ShardMetrics::default());
+        ShardMetrics::add(&a.deliveries, 3);
+        ShardMetrics::add(&b.deliveries, 4);
+        a.observe_latency_us(7);
+        b.observe_latency_us(2_000_000);
+        let text = render(
+            &[a, b],
+            &NodeGauges {
+                ready: true,
+                driver: "io_uring",
+            },
+        );
+        assert!(text.contains("fovea_deliveries_total{shard=\"0\"} 3\n"));
+        assert!(text.contains("fovea_deliveries_total{shard=\"all\"} 7\n"));
+        assert!(
+            text.contains("fovea_publish_to_deliver_latency_seconds_bucket{le=\"0.00001\"} 1\n")
+        );
+        assert!(text.contains("fovea_publish_to_deliver_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("fovea_ready 1\n"));
+    }
+}
