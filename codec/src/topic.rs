@@ -1,0 +1,405 @@
+//! Topic, pattern, procedure-name and realm syntax (docs/PROTOCOL.md §5).
+//!
+//! The types here can only hold valid values: every constructor validates, so the engine and
+//! the trie never re-check syntax. Each wraps `bytes::Bytes`, so a topic decoded from a frame
+//! is a slice of the receive buffer, not a copy.
+//!
+//! Rules: 1..=16 segments separated by `.`, 1..=256 bytes in all; a segment is 1..=64 bytes of
+//! `A-Z a-z 0-9 _ - : @ = ~ !`. Patterns add the whole-segment wildcards `*` (exactly one
+//! segment) and `**` (zero or more segments, anywhere); `**.**` is rejected as non-canonical;
+//! `#`, `+` and `>` (other systems' wildcards) are rejected, so nothing ambiguous is accepted.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::limits::{REALM_LEN_MAX, SEGMENT_LEN_MAX, TOPIC_DEPTH_MAX, TOPIC_LEN_MAX};
+
+/// Why a topic, pattern, name or realm is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// Zero bytes.
+    Empty,
+    /// Longer than the length limit.
+    TooLong,
+    /// More segments than the depth limit.
+    TooDeep,
+    /// Two dots in a row, or a leading or trailing dot.
+    EmptySegment,
+    /// A segment longer than 64 bytes.
+    SegmentTooLong,
+    /// A byte outside the allowed set.
+    InvalidByte(u8),
+    /// `*` or `**` where no wildcard is allowed (topics, names, realms).
+    WildcardNotAllowed,
+    /// `*` or `**` mixed with other bytes in one segment (`a*`, `***`).
+    PartialWildcard,
+    /// `**.**`: two multi-level wildcards in a row.
+    AdjacentMany,
+}
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TopicError::Empty => f.write_str("empty"),
+            TopicError::TooLong => write!(f, "longer than {TOPIC_LEN_MAX} bytes"),
+            TopicError::TooDeep => write!(f, "more than {TOPIC_DEPTH_MAX} segments"),
+            TopicError::EmptySegment => f.write_str("empty segment"),
+            TopicError::SegmentTooLong => write!(f, "segment longer than {SEGMENT_LEN_MAX} bytes"),
+            TopicError::InvalidByte(b) => write!(f, "invalid byte 0x{b:02x}"),
+            TopicError::WildcardNotAllowed => f.write_str("wildcards are not allowed here"),
+            TopicError::PartialWildcard => f.write_str("'*' and '**' must be whole segments"),
+            TopicError::AdjacentMany => f.write_str("'**.**' is not canonical"),
+        }
+    }
+}
+
+impl std::error::Error for TopicError {}
+
+/// Whether `b` may appear in a segment (wildcards aside).
+#[inline]
+pub const fn is_segment_byte(b: u8) -> bool {
+    matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b':' | b'@' | b'=' | b'~' | b'!')
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SegmentKind {
+    Literal,
+    One,
+    Many,
+}
+
+/// Validates dotted text; `wildcards` allows `*` and `**` segments. Returns the depth.
+fn validate(bytes: &[u8], wildcards: bool, len_max: usize) -> Result<usize, TopicError> {
+    if bytes.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if bytes.len() > len_max {
+        return Err(TopicError::TooLong);
+    }
+    let mut depth = 0;
+    let mut previous = SegmentKind::Literal;
+    for segment in bytes.split(|&b| b == b'.') {
+        depth += 1;
+        if depth > TOPIC_DEPTH_MAX {
+            return Err(TopicError::TooDeep);
+        }
+        let kind = classify(segment)?;
+        if kind != SegmentKind::Literal && !wildcards {
+            return Err(TopicError::WildcardNotAllowed);
+        }
+        if kind == SegmentKind::Many && previous == SegmentKind::Many {
+            return Err(TopicError::AdjacentMany);
+        }
+        previous = kind;
+    }
+    Ok(depth)
+}
+
+fn classify(segment: &[u8]) -> Result<SegmentKind, TopicError> {
+    match segment {
+        [] => Err(TopicError::EmptySegment),
+        b"*" => Ok(SegmentKind::One),
+        b"**" => Ok(SegmentKind::Many),
+        _ if segment.len() > SEGMENT_LEN_MAX => Err(TopicError::SegmentTooLong),
+        _ => {
+            for &b in segment {
+                if b == b'*' {
+                    return Err(TopicError::PartialWildcard);
+                }
+                if !is_segment_byte(b) {
+                    return Err(TopicError::InvalidByte(b));
+                }
+            }
+            Ok(SegmentKind::Literal)
+        }
+    }
+}
+
+macro_rules! text_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Bytes);
+
+        impl $name {
+            /// The validated bytes.
+            #[inline]
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+
+            /// The validated text (always ASCII).
+            #[inline]
+            pub fn as_str(&self) -> &str {
+                // SAFETY-free: validation admits ASCII only.
+                std::str::from_utf8(&self.0).expect("validated ASCII")
+            }
+
+            /// The underlying buffer (a slice of the frame it was decoded from).
+            #[inline]
+            pub fn as_inner(&self) -> &Bytes {
+                &self.0
+            }
+
+            /// Validates a static string; panics when invalid (tests and constants).
+            pub fn from_static(s: &'static str) -> Self {
+                Self::new(Bytes::from_static(s.as_bytes())).expect("valid static text")
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.as_str())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = TopicError;
+            fn from_str(s: &str) -> Result<Self, TopicError> {
+                Self::new(Bytes::copy_from_slice(s.as_bytes()))
+            }
+        }
+    };
+}
+
+text_type!(
+    /// A concrete topic that messages are published to: no wildcards.
+    Topic
+);
+text_type!(
+    /// A subscription pattern: a topic that may contain `*` and `**` segments.
+    Pattern
+);
+text_type!(
+    /// An RPC procedure name: topic syntax, no wildcards.
+    Name
+);
+text_type!(
+    /// A realm (isolated tenant): one segment, 1..=64 bytes.
+    Realm
+);
+
+impl Topic {
+    /// Validates a topic.
+    pub fn new(bytes: Bytes) -> Result<Topic, TopicError> {
+        validate(&bytes, false, TOPIC_LEN_MAX)?;
+        Ok(Topic(bytes))
+    }
+
+    /// The segments, in order.
+    #[inline]
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        self.0.split(|&b| b == b'.')
+    }
+
+    /// Number of segments.
+    pub fn depth(&self) -> usize {
+        self.0.iter().filter(|&&b| b == b'.').count() + 1
+    }
+}
+
+impl Name {
+    /// Validates a procedure name.
+    pub fn new(bytes: Bytes) -> Result<Name, TopicError> {
+        validate(&bytes, false, TOPIC_LEN_MAX)?;
+        Ok(Name(bytes))
+    }
+}
+
+impl Realm {
+    /// Validates a realm: a single segment of at most 64 bytes.
+    pub fn new(bytes: Bytes) -> Result<Realm, TopicError> {
+        if bytes.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        if bytes.len() > REALM_LEN_MAX {
+            return Err(TopicError::TooLong);
+        }
+        for &b in bytes.iter() {
+            if b == b'*' {
+                return Err(TopicError::WildcardNotAllowed);
+            }
+            if !is_segment_byte(b) {
+                return Err(TopicError::InvalidByte(b));
+            }
+        }
+        Ok(Realm(bytes))
+    }
+}
+
+/// One segment of a pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PatternSegment<'a> {
+    /// Matches exactly this segment.
+    Literal(&'a [u8]),
+    /// `*`: exactly one segment.
+    One,
+    /// `**`: zero or more segments.
+    Many,
+}
+
+impl Pattern {
+    /// Validates a pattern.
+    pub fn new(bytes: Bytes) -> Result<Pattern, TopicError> {
+        validate(&bytes, true, TOPIC_LEN_MAX)?;
+        Ok(Pattern(bytes))
+    }
+
+    /// The segments, in order.
+    #[inline]
+    pub fn segments(&self) -> impl Iterator<Item = PatternSegment<'_>> + Clone {
+        self.0.split(|&b| b == b'.').map(|s| match s {
+            b"*" => PatternSegment::One,
+            b"**" => PatternSegment::Many,
+            literal => PatternSegment::Literal(literal),
+        })
+    }
+
+    /// Number of segments.
+    pub fn depth(&self) -> usize {
+        self.0.iter().filter(|&&b| b == b'.').count() + 1
+    }
+
+    /// True when the pattern has a `*` or `**` segment.
+    pub fn has_wildcards(&self) -> bool {
+        self.segments().any(|s| !matches!(s, PatternSegment::Literal(_)))
+    }
+
+    /// Reference matcher: does this pattern match `topic`? Written for obviousness, not speed
+    /// (the trie is the fast path); tests use it as the brute-force oracle.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        let pattern: Vec<PatternSegment<'_>> = self.segments().collect();
+        let topic: Vec<&[u8]> = topic.segments().collect();
+        // reachable[j]: the pattern prefix processed so far can consume exactly topic[..j].
+        let mut reachable = vec![false; topic.len() + 1];
+        reachable[0] = true;
+        for segment in pattern {
+            let mut next = vec![false; topic.len() + 1];
+            for j in 0..=topic.len() {
+                if !reachable[j] {
+                    continue;
+                }
+                match segment {
+                    PatternSegment::Literal(l) => {
+                        if j < topic.len() && topic[j] == l {
+                            next[j + 1] = true;
+                        }
+                    }
+                    PatternSegment::One => {
+                        if j < topic.len() {
+                            next[j + 1] = true;
+                        }
+                    }
+                    PatternSegment::Many => {
+                        for slot in next.iter_mut().skip(j) {
+                            *slot = true;
+                        }
+                    }
+                }
+            }
+            reachable = next;
+        }
+        reachable[topic.len()]
+    }
+}
+
+impl From<Topic> for Pattern {
+    /// Every topic is a pattern that matches exactly itself.
+    fn from(t: Topic) -> Pattern {
+        Pattern(t.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(s: &str) -> Result<Topic, TopicError> {
+        s.parse()
+    }
+    fn pattern(s: &str) -> Result<Pattern, TopicError> {
+        s.parse()
+    }
+
+    #[test]
+    fn topics_accept_the_documented_alphabet() {
+        assert!(topic("org.realm.sensor.temp").is_ok());
+        assert!(topic("a-b_c:d@e=f~g!h.0").is_ok());
+        assert_eq!(topic("").unwrap_err(), TopicError::Empty);
+        assert_eq!(topic("a..b").unwrap_err(), TopicError::EmptySegment);
+        assert_eq!(topic(".a").unwrap_err(), TopicError::EmptySegment);
+        assert_eq!(topic("a.").unwrap_err(), TopicError::EmptySegment);
+        assert_eq!(topic("a b").unwrap_err(), TopicError::InvalidByte(b' '));
+        assert_eq!(topic("a/b").unwrap_err(), TopicError::InvalidByte(b'/'));
+        assert_eq!(topic("a.#").unwrap_err(), TopicError::InvalidByte(b'#'));
+        assert_eq!(topic("a.+").unwrap_err(), TopicError::InvalidByte(b'+'));
+        assert_eq!(topic("a.>").unwrap_err(), TopicError::InvalidByte(b'>'));
+        assert_eq!(topic("a.*").unwrap_err(), TopicError::WildcardNotAllowed);
+        assert_eq!(topic("é").unwrap_err(), TopicError::InvalidByte(0xc3));
+    }
+
+    #[test]
+    fn topic_limits_are_enforced_at_their_bounds() {
+        let deepest = vec!["a"; TOPIC_DEPTH_MAX].join(".");
+        assert!(topic(&deepest).is_ok());
+        assert_eq!(topic(&format!("{deepest}.a")).unwrap_err(), TopicError::TooDeep);
+        let seg = "x".repeat(SEGMENT_LEN_MAX);
+        assert!(topic(&seg).is_ok());
+        assert_eq!(topic(&format!("{seg}x")).unwrap_err(), TopicError::SegmentTooLong);
+        let longest =
+            [seg.as_str(), seg.as_str(), seg.as_str(), &"y".repeat(TOPIC_LEN_MAX - 3 * 65)]
+                .join(".");
+        assert_eq!(longest.len(), TOPIC_LEN_MAX);
+        assert!(topic(&longest).is_ok());
+        assert_eq!(topic(&format!("{longest}z")).unwrap_err(), TopicError::TooLong);
+    }
+
+    #[test]
+    fn patterns_take_whole_segment_wildcards_only() {
+        assert!(pattern("a.*.c").is_ok());
+        assert!(pattern("**").is_ok());
+        assert!(pattern("**.a.**").is_ok());
+        assert_eq!(pattern("a*").unwrap_err(), TopicError::PartialWildcard);
+        assert_eq!(pattern("***").unwrap_err(), TopicError::PartialWildcard);
+        assert_eq!(pattern("a.**.**").unwrap_err(), TopicError::AdjacentMany);
+        assert!(pattern("**.*.**").is_ok());
+        assert_eq!(pattern("a.#").unwrap_err(), TopicError::InvalidByte(b'#'));
+    }
+
+    #[test]
+    fn reference_matcher_follows_the_documented_semantics() {
+        let m = |p: &str, t: &str| pattern(p).unwrap().matches(&topic(t).unwrap());
+        assert!(m("a.b", "a.b"));
+        assert!(!m("a.b", "a.b.c"));
+        assert!(m("a.*", "a.b"));
+        assert!(!m("a.*", "a"));
+        assert!(!m("a.*", "a.b.c"));
+        assert!(m("a.**", "a"));
+        assert!(m("a.**", "a.b.c"));
+        assert!(m("**.c", "c"));
+        assert!(m("**.c", "a.b.c"));
+        assert!(m("a.**.c", "a.c"));
+        assert!(m("a.**.c", "a.x.y.c"));
+        assert!(!m("a.**.c", "a.x.y"));
+        assert!(m("**.b.**", "b.b"));
+        assert!(m("*.*", "x.y"));
+        assert!(!m("ab", "a"));
+        assert!(!m("a", "ab"));
+    }
+
+    #[test]
+    fn realms_are_one_segment() {
+        assert!("tenant-1".parse::<Realm>().is_ok());
+        assert_eq!("a.b".parse::<Realm>().unwrap_err(), TopicError::InvalidByte(b'.'));
+        assert_eq!("*".parse::<Realm>().unwrap_err(), TopicError::WildcardNotAllowed);
+        assert_eq!("x".repeat(65).parse::<Realm>().unwrap_err(), TopicError::TooLong);
+    }
+}
