@@ -84,11 +84,7 @@ mod tests {
             let cid = new_cid(shard);
             assert_eq!(shard_of(&cid, 64), Some(shard));
         }
-        assert_eq!(
-            shard_of(&new_cid(5), 4),
-            None,
-            "a shard index beyond the count is foreign"
-        );
+        assert_eq!(shard_of(&new_cid(5), 4), None, "a shard index beyond the count is foreign");
         assert_eq!(shard_of(&[0u8; 8], 4), None, "foreign lengths are not ours");
     }
 
@@ -108,11 +104,7 @@ mod tests {
         let key = ResetKey::new(&[1; 32]);
         let cid = new_cid(0);
         let mut out = [0u8; 64];
-        assert_eq!(
-            key.stateless_reset(&cid, 21, &mut out),
-            None,
-            "too short to answer"
-        );
+        assert_eq!(key.stateless_reset(&cid, 21, &mut out), None, "too short to answer");
         let len = key.stateless_reset(&cid, 40, &mut out).expect("reset");
         assert_eq!(len, 39);
         assert_eq!(out[0] & 0xc0, 0x40);

@@ -193,19 +193,15 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text, path)
     }
 
     /// Parses and validates TOML text; `path` is only used in messages.
     pub fn from_toml(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
-        let config: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let config: NodeConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -245,10 +241,7 @@ impl NodeConfig {
             return invalid("limits.cross_shard_queue", "must be at least 64");
         }
         if (l.stream_window_bytes as usize) < l.max_payload + 4096 {
-            return invalid(
-                "limits.stream_window_bytes",
-                "must hold one max_payload frame",
-            );
+            return invalid("limits.stream_window_bytes", "must hold one max_payload frame");
         }
         Ok(())
     }

@@ -43,10 +43,7 @@ pub enum IdentityError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| IdentityError::Io { path: path.to_owned(), source }
 }
 
 /// Writes `bytes` to `path` readable by the owner only, via a temporary file and a rename so
@@ -77,10 +74,7 @@ fn load_or_create_secret(path: &Path) -> Result<[u8; 32], IdentityError> {
             write_private(path, &secret)?;
             Ok(secret)
         }
-        Err(e) => Err(IdentityError::Io {
-            path: path.to_owned(),
-            source: e,
-        }),
+        Err(e) => Err(IdentityError::Io { path: path.to_owned(), source: e }),
     }
 }
 
@@ -110,18 +104,10 @@ pub fn load_or_create(
             (cert_path, key_path, true)
         }
         _ => {
-            return Err(IdentityError::Invalid(
-                "set both tls.cert and tls.key, or neither".into(),
-            ))
+            return Err(IdentityError::Invalid("set both tls.cert and tls.key, or neither".into()))
         }
     };
-    Ok(Identity {
-        cert_path,
-        key_path,
-        self_signed,
-        node_id,
-        reset_secret,
-    })
+    Ok(Identity { cert_path, key_path, self_signed, node_id, reset_secret })
 }
 
 #[cfg(test)]
@@ -138,10 +124,7 @@ mod tests {
         assert!(String::from_utf8_lossy(&cert).contains("BEGIN CERTIFICATE"));
         let second = load_or_create(&dir, None, None).expect("reuse");
         assert_eq!(first.node_id, second.node_id);
-        assert_eq!(
-            first.reset_secret, second.reset_secret,
-            "reset secret survives restarts"
-        );
+        assert_eq!(first.reset_secret, second.reset_secret, "reset secret survives restarts");
         assert_eq!(cert, fs::read(&second.cert_path).unwrap());
         assert!(load_or_create(&dir, Some(&first.cert_path), None).is_err());
         fs::remove_dir_all(&dir).unwrap();

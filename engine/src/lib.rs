@@ -6,8 +6,14 @@
 
 pub mod cid;
 pub mod config;
+pub mod driver;
+pub mod http;
 pub mod identity;
+pub mod mesh;
 pub mod metrics;
+pub mod node;
+pub mod quic;
+pub mod shard;
 pub mod steer;
 pub mod token;
 pub mod udp;

@@ -69,9 +69,8 @@ shard_counters! {
 }
 
 /// Upper bounds (µs) of the latency histogram buckets; the last bucket is +Inf.
-pub const LATENCY_BOUNDS_US: [u64; 14] = [
-    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
-];
+pub const LATENCY_BOUNDS_US: [u64; 14] =
+    [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000];
 const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
 impl ShardMetrics {
@@ -95,10 +94,7 @@ impl ShardMetrics {
 
     /// Records one publish-to-deliver latency.
     pub fn observe_latency_us(&self, us: u64) {
-        let i = LATENCY_BOUNDS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BOUNDS_US.len());
+        let i = LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
         self.latency_buckets[i].fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(us, Relaxed);
     }
@@ -127,10 +123,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges<'_>) ->
         let _ = writeln!(out, "{name}{{shard=\"all\"}} {total}");
     }
     let name = "fovea_publish_to_deliver_latency_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Time from decoding a PUBLISH to queueing its DELIVER."
-    );
+    let _ = writeln!(out, "# HELP {name} Time from decoding a PUBLISH to queueing its DELIVER.");
     let _ = writeln!(out, "# TYPE {name} histogram");
     let mut cumulative = 0u64;
     let mut sum_us = 0u64;
@@ -138,28 +131,17 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges<'_>) ->
         sum_us += s.latency_sum_us.load(Relaxed);
     }
     for (i, bound) in LATENCY_BOUNDS_US.iter().map(Some).chain([None]).enumerate() {
-        cumulative += shards
-            .iter()
-            .map(|s| s.latency_buckets[i].load(Relaxed))
-            .sum::<u64>();
+        cumulative += shards.iter().map(|s| s.latency_buckets[i].load(Relaxed)).sum::<u64>();
         match bound {
             Some(b) => {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{le=\"{}\"}} {cumulative}",
-                    *b as f64 / 1e6
-                );
+                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
             }
             None => {
                 let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "{name}_sum {}\n{name}_count {cumulative}",
-        sum_us as f64 / 1e6
-    );
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {cumulative}", sum_us as f64 / 1e6);
     let _ = writeln!(
         out,
         "# HELP fovea_ready 1 while the node accepts new peers.\n# TYPE fovea_ready gauge"
@@ -191,13 +173,7 @@ mod tests {
         ShardMetrics::add(&b.deliveries, 4);
         a.observe_latency_us(7);
         b.observe_latency_us(2_000_000);
-        let text = render(
-            &[a, b],
-            &NodeGauges {
-                ready: true,
-                driver: "io_uring",
-            },
-        );
+        let text = render(&[a, b], &NodeGauges { ready: true, driver: "io_uring" });
         assert!(text.contains("fovea_deliveries_total{shard=\"0\"} 3\n"));
         assert!(text.contains("fovea_deliveries_total{shard=\"all\"} 7\n"));
         assert!(

@@ -31,11 +31,7 @@ pub fn bind_shard_sockets(
     let mut sockets = Vec::with_capacity(shards);
     let mut bind_addr = addr;
     for _ in 0..shards {
-        let socket = Socket::new(
-            Domain::for_address(bind_addr),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )?;
+        let socket = Socket::new(Domain::for_address(bind_addr), Type::DGRAM, Some(Protocol::UDP))?;
         if bind_addr.is_ipv6() {
             // `[::]` serves IPv4 too unless the operator binds a specific address.
             let _ = socket.set_only_v6(false);
@@ -78,10 +74,7 @@ pub fn steering_program(shards: u32) -> [libc::sock_filter; 7] {
 
 fn attach_steering(socket: &Socket, shards: u32) -> io::Result<()> {
     let mut program = steering_program(shards);
-    let fprog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
-    };
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
     // SAFETY: `fprog` points at a live, correctly sized filter array for the duration of the
     // call; the kernel copies the program.
     let rc = unsafe {
@@ -144,8 +137,7 @@ mod tests {
         let addr = sockets[0].local_addr().unwrap();
         for s in &sockets {
             s.set_nonblocking(false).unwrap();
-            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         }
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for target in 0..shards {
@@ -153,16 +145,12 @@ mod tests {
             let short = [0x40, target as u8, 0xaa, 0xbb, 0xcc];
             client.send_to(&short, addr).unwrap();
             let mut buf = [0u8; 64];
-            let (n, _) = sockets[target]
-                .recv_from(&mut buf)
-                .expect("short header steered");
+            let (n, _) = sockets[target].recv_from(&mut buf).expect("short header steered");
             assert_eq!(&buf[..n], &short);
             // Long header: flags, 4-byte version, DCID length, DCID.
             let long = [0xc0, 0, 0, 0, 1, 16, (target + shards) as u8, 0x11];
             client.send_to(&long, addr).unwrap();
-            let (n, _) = sockets[target]
-                .recv_from(&mut buf)
-                .expect("long header steered");
+            let (n, _) = sockets[target].recv_from(&mut buf).expect("long header steered");
             assert_eq!(&buf[..n], &long);
         }
     }

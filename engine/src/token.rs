@@ -43,11 +43,7 @@ impl Secret {
     fn random(id: u8, now_ms: u64) -> Secret {
         let mut raw = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut raw);
-        Secret {
-            id,
-            created_ms: now_ms,
-            key: raw,
-        }
+        Secret { id, created_ms: now_ms, key: raw }
     }
 }
 
@@ -60,10 +56,7 @@ pub struct RetryTokens {
 impl RetryTokens {
     /// Starts with a fresh random secret.
     pub fn new(now_ms: u64) -> RetryTokens {
-        RetryTokens {
-            current: Secret::random(0, now_ms),
-            previous: None,
-        }
+        RetryTokens { current: Secret::random(0, now_ms), previous: None }
     }
 
     fn rotate_if_due(&mut self, now_ms: u64) {
@@ -103,10 +96,7 @@ impl RetryTokens {
         out: &mut [u8; TOKEN_LEN_MAX],
     ) -> usize {
         self.rotate_if_due(now_ms);
-        assert!(
-            odcid.len() <= 20,
-            "QUIC connection IDs are at most 20 bytes"
-        );
+        assert!(odcid.len() <= 20, "QUIC connection IDs are at most 20 bytes");
         out[0] = TOKEN_VERSION;
         out[1] = self.current.id;
         out[2..10].copy_from_slice(&now_ms.to_be_bytes());
@@ -168,14 +158,8 @@ mod tests {
         let mut t = RetryTokens::new(1_000);
         let mut buf = [0u8; TOKEN_LEN_MAX];
         let n = t.issue(1_000, &[9; 8], &addr("127.0.0.1:5000"), &mut buf);
-        assert_eq!(
-            t.validate(1_500, &buf[..n], &addr("127.0.0.1:5000")),
-            Ok(&[9u8; 8][..])
-        );
-        assert_eq!(
-            t.validate(1_500, &buf[..n], &addr("127.0.0.1:5001")),
-            Err(TokenError::BadMac)
-        );
+        assert_eq!(t.validate(1_500, &buf[..n], &addr("127.0.0.1:5000")), Ok(&[9u8; 8][..]));
+        assert_eq!(t.validate(1_500, &buf[..n], &addr("127.0.0.1:5001")), Err(TokenError::BadMac));
     }
 
     #[test]
@@ -185,22 +169,13 @@ mod tests {
         let n = t.issue(0, &[1; 8], &addr("[::1]:9"), &mut buf);
         let mut tampered = buf;
         tampered[12] ^= 1;
-        assert_eq!(
-            t.validate(1, &tampered[..n], &addr("[::1]:9")),
-            Err(TokenError::BadMac)
-        );
+        assert_eq!(t.validate(1, &tampered[..n], &addr("[::1]:9")), Err(TokenError::BadMac));
         // A token minted by another node's secret (an attacker's own RetryTokens) fails too.
         let mut other = RetryTokens::new(0);
         let mut forged = [0u8; TOKEN_LEN_MAX];
         let m = other.issue(0, &[1; 8], &addr("[::1]:9"), &mut forged);
-        assert_eq!(
-            t.validate(1, &forged[..m], &addr("[::1]:9")),
-            Err(TokenError::BadMac)
-        );
-        assert_eq!(
-            t.validate(1, &buf[..5], &addr("[::1]:9")),
-            Err(TokenError::Malformed)
-        );
+        assert_eq!(t.validate(1, &forged[..m], &addr("[::1]:9")), Err(TokenError::BadMac));
+        assert_eq!(t.validate(1, &buf[..5], &addr("[::1]:9")), Err(TokenError::Malformed));
     }
 
     #[test]
@@ -209,15 +184,9 @@ mod tests {
         let mut buf = [0u8; TOKEN_LEN_MAX];
         let n = t.issue(ROTATE_MS - 1, &[2; 4], &addr("127.0.0.1:1"), &mut buf);
         // The secret rotates at ROTATE_MS; the token signed just before still validates.
-        assert!(t
-            .validate(ROTATE_MS + 10, &buf[..n], &addr("127.0.0.1:1"))
-            .is_ok());
+        assert!(t.validate(ROTATE_MS + 10, &buf[..n], &addr("127.0.0.1:1")).is_ok());
         assert_eq!(
-            t.validate(
-                ROTATE_MS + TOKEN_LIFETIME_MS,
-                &buf[..n],
-                &addr("127.0.0.1:1")
-            ),
+            t.validate(ROTATE_MS + TOKEN_LIFETIME_MS, &buf[..n], &addr("127.0.0.1:1")),
             Err(TokenError::Expired)
         );
     }

@@ -25,9 +25,7 @@ fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc:
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
@@ -39,9 +37,7 @@ fn to_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc:
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
@@ -58,10 +54,7 @@ fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             let sin: &libc::sockaddr_in =
                 unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
@@ -113,10 +106,7 @@ impl RecvBatch {
         self.iovs.clear();
         self.msgs.clear();
         for (buf, addr) in self.bufs.iter_mut().zip(self.addrs.iter_mut()) {
-            self.iovs.push(libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: RECV_SLOT,
-            });
+            self.iovs.push(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: RECV_SLOT });
             // SAFETY: zeroed mmsghdr is valid; pointers are filled in below.
             let mut m: libc::mmsghdr = unsafe { zeroed() };
             m.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
@@ -140,11 +130,7 @@ impl RecvBatch {
         if n < 0 {
             let e = io::Error::last_os_error();
             self.received = 0;
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(0)
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
         }
         self.received = n as usize;
         Ok(self.received)
@@ -247,13 +233,7 @@ impl SendBatch {
                 }
             }
         }
-        self.msgs.push(OutMsg {
-            to,
-            start,
-            len,
-            segment: len,
-            segments: 1,
-        });
+        self.msgs.push(OutMsg { to, start, len, segment: len, segments: 1 });
     }
 
     /// Sends everything queued; on `EAGAIN` keeps the rest queued and reports `blocked`.
@@ -340,8 +320,7 @@ mod tests {
     #[test]
     fn gso_trains_arrive_as_separate_datagrams_in_order() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.set_nonblocking(true).unwrap();
         let gso = crate::steer::gso_supported(&tx);

@@ -1,0 +1,235 @@
+//! One peer connection: the quiche connection plus Fovea's stream framing around it.
+//!
+//! Streams (docs/PROTOCOL.md §2): the client's bidi stream 0 is the session stream (requests in,
+//! responses out, urgency 0), its uni stream 2 carries bulk requests in, and the node's uni
+//! stream 3 carries deliveries out (urgency 3), so control never queues behind data.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use crate::quic::QuicConn;
+
+/// Client-initiated bidirectional stream: HELLO and requests in, responses out.
+pub const SESSION_STREAM: u64 = 0;
+/// Client-initiated unidirectional stream: bulk requests (PUBLISH, CALL, REPLY, SEND).
+pub const CLIENT_DATA_STREAM: u64 = 2;
+/// Node-initiated unidirectional stream: DELIVER, INVOKE, REPLY, MESSAGE.
+pub const NODE_DATA_STREAM: u64 = 3;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// QUIC handshake, then waiting for HELLO.
+    AwaitHello,
+    /// HELLO seen on a shard that does not own the peer; the connection is on its way.
+    Moving,
+    /// WELCOME sent: requests are served.
+    Active,
+    /// Close requested; waiting for quiche to finish.
+    Closing,
+}
+
+/// Outgoing frames that quiche's stream buffer could not take yet (flow control).
+#[derive(Default)]
+pub struct TxQueue {
+    frames: VecDeque<Bytes>,
+    /// Bytes queued here (not yet in quiche).
+    pub bytes: usize,
+}
+
+impl TxQueue {
+    /// Queues a frame (or a piece of one).
+    pub fn push(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        self.frames.push_back(b);
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Moves as much as quiche accepts into stream `id`, without copying.
+    pub fn drain_into(&mut self, quic: &mut QuicConn, id: u64) -> Result<(), quiche::Error> {
+        while let Some(front) = self.frames.pop_front() {
+            let len = front.len();
+            match quic.stream_send_zc(id, front, false) {
+                Ok((written, rest)) => {
+                    self.bytes -= written;
+                    if let Some(rest) = rest {
+                        debug_assert_eq!(rest.len(), len - written);
+                        self.frames.push_front(rest);
+                        return Ok(());
+                    }
+                }
+                Err(quiche::Error::Done) => {
+                    // No capacity: quiche hands the buffer back only on partial writes, so the
+                    // frame is re-queued from our side. Done means nothing was written.
+                    return Err(quiche::Error::Done);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Node-side RTT statistics from the node's own PINGs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RttStats {
+    /// Smallest RTT seen, µs.
+    pub min_us: u64,
+    /// Largest RTT seen, µs.
+    pub max_us: u64,
+    /// Sum of RTTs, µs (for the average).
+    pub sum_us: u64,
+    /// PONGs counted.
+    pub samples: u64,
+    /// When the last PONG arrived.
+    pub last_seen: Option<Instant>,
+}
+
+/// Per-connection state owned by one shard.
+pub struct Conn {
+    /// quiche's connection.
+    pub quic: QuicConn,
+    /// Current peer address (updated when the path changes).
+    pub peer_addr: SocketAddr,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Bytes read from the session stream, not yet decoded.
+    pub session_rx: BytesMut,
+    /// Bytes read from the client data stream, not yet decoded.
+    pub data_rx: BytesMut,
+    /// Responses waiting for quiche's session stream.
+    pub session_tx: TxQueue,
+    /// Deliveries waiting for quiche's node data stream.
+    pub data_tx: TxQueue,
+    /// Peer id from HELLO.
+    pub peer_id: [u8; 32],
+    /// Realm from HELLO.
+    pub realm: Option<fovea_codec::Realm>,
+    /// Subscriptions by the peer's subscription id.
+    pub subs: ahash::AHashMap<u64, fovea_codec::Pattern>,
+    /// Connection IDs issued for this connection (removed from the shard map on close).
+    pub cids: SmallVec<[quiche::ConnectionId<'static>; 4]>,
+    /// When the connection was accepted.
+    pub accepted_at: Instant,
+    /// When the next keep-alive PING is due.
+    pub ping_due: Instant,
+    /// Outstanding node PING (id, sent at).
+    pub ping_outstanding: Option<(u64, Instant)>,
+    /// RTT statistics from the node's PINGs.
+    pub rtt: RttStats,
+    /// Recently seen message ids (duplicate suppression), oldest first.
+    pub dedup_order: VecDeque<(u64, Instant)>,
+    /// The same ids, for lookup.
+    pub dedup_set: ahash::AHashSet<u64>,
+    /// Publish epoch this connection was last matched in (groups sub ids per DELIVER).
+    pub match_epoch: u64,
+    /// Sub ids matched in `match_epoch`.
+    pub matched: SmallVec<[u64; 4]>,
+    /// True while the connection is on the shard's flush list.
+    pub dirty: bool,
+    /// True when undecoded input remains after the per-turn frame budget.
+    pub input_pending: bool,
+    /// Earliest timer entry armed for this connection.
+    pub timer_armed: Option<Instant>,
+    /// Close requested by the node: (error code, reason).
+    pub close_with: Option<(u64, &'static str)>,
+    /// Deliveries dropped for this subscriber (slow consumer, drop policy).
+    pub dropped: u64,
+    /// GOODBYE queued (drain): no further deliveries are queued behind it.
+    pub goodbye_sent: bool,
+}
+
+impl Conn {
+    /// Wraps a freshly accepted quiche connection.
+    pub fn new(
+        quic: QuicConn,
+        peer_addr: SocketAddr,
+        now: Instant,
+        keepalive: std::time::Duration,
+    ) -> Conn {
+        Conn {
+            quic,
+            peer_addr,
+            phase: Phase::AwaitHello,
+            session_rx: BytesMut::new(),
+            data_rx: BytesMut::new(),
+            session_tx: TxQueue::default(),
+            data_tx: TxQueue::default(),
+            peer_id: [0; 32],
+            realm: None,
+            subs: ahash::AHashMap::new(),
+            cids: SmallVec::new(),
+            accepted_at: now,
+            ping_due: now + keepalive,
+            ping_outstanding: None,
+            rtt: RttStats::default(),
+            dedup_order: VecDeque::new(),
+            dedup_set: ahash::AHashSet::new(),
+            match_epoch: 0,
+            matched: SmallVec::new(),
+            dirty: false,
+            input_pending: false,
+            timer_armed: None,
+            close_with: None,
+            dropped: 0,
+            goodbye_sent: false,
+        }
+    }
+
+    /// Moves queued frames into quiche's stream buffers, session stream first.
+    pub fn push_tx(&mut self) -> Result<(), quiche::Error> {
+        match self.session_tx.drain_into(&mut self.quic, SESSION_STREAM) {
+            Ok(()) | Err(quiche::Error::Done) => {}
+            Err(e) => return Err(e),
+        }
+        match self.data_tx.drain_into(&mut self.quic, NODE_DATA_STREAM) {
+            Ok(()) | Err(quiche::Error::Done) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads available stream data into the frame buffers, at most `cap` bytes buffered per
+    /// stream so a peer cannot make the node buffer more than its budget (QUIC flow control
+    /// holds the rest back at the sender).
+    pub fn read_streams(&mut self, cap: usize) -> Result<(), quiche::Error> {
+        for (id, buf) in
+            [(SESSION_STREAM, &mut self.session_rx), (CLIENT_DATA_STREAM, &mut self.data_rx)]
+        {
+            while buf.len() < cap {
+                buf.reserve(16 * 1024);
+                match self.quic.stream_recv_buf(id, &mut *buf) {
+                    Ok((0, _)) => break,
+                    Ok((_, fin)) => {
+                        if fin {
+                            break;
+                        }
+                    }
+                    Err(quiche::Error::Done) | Err(quiche::Error::InvalidStreamState(_)) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Earliest of quiche's timer and the node's own timers for this connection.
+    pub fn next_deadline(&self, hello_deadline: Instant) -> Option<Instant> {
+        let app = match self.phase {
+            Phase::AwaitHello => Some(hello_deadline),
+            Phase::Active => Some(self.ping_due),
+            Phase::Moving | Phase::Closing => None,
+        };
+        match (self.quic.timeout_instant(), app) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

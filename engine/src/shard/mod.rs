@@ -1,0 +1,648 @@
+//! The sans-I/O shard core: connections, sessions, subscriptions and fan-out of one shard.
+//!
+//! Inputs are `handle_*` calls with the current time passed in; outputs are packets written
+//! into a `SendBatch` by `poll_transmit`, messages for other shards taken by `take_outbox`, and
+//! the next deadline from `next_timeout`. No socket, no thread, no clock read here: the driver
+//! (`driver.rs`) owns those, and tests drive this core directly.
+//!
+//! Method families, in the order the driver calls them each loop turn:
+//! `handle_datagram` / `handle_message` / `handle_timeouts` → `poll_transmit` → `take_outbox`
+//! → `next_timeout`.
+
+mod conn;
+mod fanout;
+mod port;
+mod session;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+pub use conn::{Conn, Phase, CLIENT_DATA_STREAM, NODE_DATA_STREAM, SESSION_STREAM};
+pub use port::ShardMsg;
+pub use session::owner_shard;
+
+use crate::cid::{self, ResetKey, CID_LEN};
+use crate::config::Limits;
+use crate::metrics::ShardMetrics;
+use crate::quic::{BytesFactory, QuicConn, SEND_UDP_PAYLOAD};
+use crate::token::{RetryTokens, TOKEN_LEN_MAX};
+use crate::udp::SendBatch;
+
+/// Counters shared by all shards of a node, touched only when peers come and go.
+#[derive(Default)]
+pub struct NodeShared {
+    /// Connections open on all shards (for `max_peers`).
+    pub connections: AtomicUsize,
+    /// Peers with an established session on all shards (for `max_peers`).
+    pub peers: AtomicUsize,
+    /// Set once the node drains: no new connections.
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+/// What a shard needs to know about its node.
+pub struct ShardContext {
+    /// This shard's index.
+    pub index: usize,
+    /// Number of shards.
+    pub shards: usize,
+    /// Limits from the configuration.
+    pub limits: Limits,
+    /// The node's id (sent in WELCOME).
+    pub node_id: [u8; 32],
+    /// Secret for stateless-reset tokens (survives restarts).
+    pub reset_key: ResetKey,
+    /// Node-wide counters.
+    pub shared: Arc<NodeShared>,
+    /// This shard's counters.
+    pub metrics: Arc<ShardMetrics>,
+    /// The address the shard sockets are bound to (quiche's `to` for every packet).
+    pub local_addr: SocketAddr,
+}
+
+/// A slab slot: a connection and the generation that tells stale references apart.
+struct Slot {
+    conn: Option<Box<Conn>>,
+    generation: u32,
+}
+
+/// Reference to a connection that stays valid only as long as its slot's generation matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnRef {
+    slot: u32,
+    generation: u32,
+}
+
+/// The shard core.
+pub struct Shard {
+    ctx: ShardContext,
+    quic_config: quiche::Config,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_cid: ahash::AHashMap<quiche::ConnectionId<'static>, ConnRef>,
+    /// CIDs of connections that moved to another shard: where to hand their packets.
+    moved: ahash::AHashMap<quiche::ConnectionId<'static>, (usize, Instant)>,
+    moved_order: std::collections::VecDeque<(Instant, quiche::ConnectionId<'static>)>,
+    by_peer: ahash::AHashMap<[u8; 32], ConnRef>,
+    dirty: Vec<ConnRef>,
+    timers: BinaryHeap<Reverse<(Instant, ConnRef)>>,
+    /// Immediate stateless packets (version negotiation, Retry, stateless reset).
+    immediate: Vec<(Vec<u8>, SocketAddr)>,
+    outbox: Vec<Vec<ShardMsg>>,
+    tokens: RetryTokens,
+    unvalidated: usize,
+    epoch_started: Instant,
+    fanout: fanout::Fanout,
+    scratch: BytesMut,
+    draining: Option<Instant>,
+    peers: usize,
+}
+
+/// Milliseconds since `start`, for tokens (which only compare times from the same shard).
+fn ms_since(start: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(start).as_millis() as u64
+}
+
+impl Shard {
+    /// A shard with the given context and quiche configuration.
+    pub fn new(ctx: ShardContext, quic_config: quiche::Config, now: Instant) -> Shard {
+        let shards = ctx.shards;
+        Shard {
+            ctx,
+            quic_config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_cid: ahash::AHashMap::new(),
+            moved: ahash::AHashMap::new(),
+            moved_order: std::collections::VecDeque::new(),
+            by_peer: ahash::AHashMap::new(),
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            immediate: Vec::new(),
+            outbox: (0..shards).map(|_| Vec::new()).collect(),
+            tokens: RetryTokens::new(0),
+            unvalidated: 0,
+            epoch_started: now,
+            fanout: fanout::Fanout::new(shards),
+            scratch: BytesMut::with_capacity(64 * 1024),
+            draining: None,
+            peers: 0,
+        }
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> Arc<ShardMetrics> {
+        self.ctx.metrics.clone()
+    }
+
+    /// True once `start_drain` ran.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    /// This shard's index.
+    pub fn index(&self) -> usize {
+        self.ctx.index
+    }
+
+    /// Open connections on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// True once draining has closed every connection.
+    pub fn is_drained(&self) -> bool {
+        self.draining.is_some() && self.connection_count() == 0
+    }
+
+    fn conn_mut(&mut self, r: ConnRef) -> Option<&mut Conn> {
+        let slot = self.slots.get_mut(r.slot as usize)?;
+        if slot.generation != r.generation {
+            return None;
+        }
+        slot.conn.as_deref_mut()
+    }
+
+    fn insert_conn(&mut self, conn: Box<Conn>) -> ConnRef {
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { conn: None, generation: 0 });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.generation = s.generation.wrapping_add(1);
+        s.conn = Some(conn);
+        ConnRef { slot, generation: s.generation }
+    }
+
+    fn mark_dirty(&mut self, r: ConnRef) {
+        if let Some(c) = self.conn_mut(r) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(r);
+            }
+        }
+    }
+
+    /// Handles one datagram received on this shard's socket (or handed over by another shard).
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8], from: SocketAddr) {
+        ShardMetrics::inc(&self.ctx.metrics.packets_in);
+        ShardMetrics::add(&self.ctx.metrics.bytes_in, buf.len() as u64);
+        let hdr = match quiche::Header::from_slice(buf, CID_LEN) {
+            Ok(h) => h,
+            Err(_) => {
+                ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
+                return;
+            }
+        };
+        let dcid = hdr.dcid.clone().into_owned();
+        if let Some(&r) = self.by_cid.get(&dcid) {
+            self.recv_on(now, r, buf, from);
+            return;
+        }
+        // Ours by its shard byte but owned elsewhere, or a connection that moved: hand over.
+        let owner = match cid::shard_of(&dcid, self.ctx.shards) {
+            Some(s) if s != self.ctx.index => Some(s),
+            _ => self.moved.get(&dcid).map(|&(s, _)| s),
+        };
+        if let Some(owner) = owner {
+            ShardMetrics::inc(&self.ctx.metrics.packets_handed_over);
+            self.outbox[owner].push(ShardMsg::Datagram { data: buf.to_vec(), from });
+            return;
+        }
+        if hdr.ty != quiche::Type::Initial {
+            if hdr.ty == quiche::Type::Short {
+                self.stateless_reset(&dcid, buf.len(), from);
+            } else {
+                ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
+            }
+            return;
+        }
+        self.accept(now, &hdr, buf, from);
+    }
+
+    fn stateless_reset(&mut self, dcid: &[u8], received_len: usize, to: SocketAddr) {
+        let mut out = vec![0u8; 64];
+        match self.ctx.reset_key.stateless_reset(dcid, received_len, &mut out) {
+            Some(n) => {
+                out.truncate(n);
+                ShardMetrics::inc(&self.ctx.metrics.stateless_resets);
+                self.immediate.push((out, to));
+            }
+            None => ShardMetrics::inc(&self.ctx.metrics.packets_dropped),
+        }
+    }
+
+    fn accept(&mut self, now: Instant, hdr: &quiche::Header<'_>, buf: &mut [u8], from: SocketAddr) {
+        let m = self.ctx.metrics.clone();
+        if !quiche::version_is_supported(hdr.version) {
+            let mut out = vec![0u8; SEND_UDP_PAYLOAD];
+            if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
+                out.truncate(n);
+                self.immediate.push((out, from));
+            }
+            return;
+        }
+        // Initial packets must be padded to 1200 bytes (RFC 9000 §14.1); anything smaller is
+        // garbage or an amplification probe.
+        if buf.len() < 1200 {
+            ShardMetrics::inc(&m.packets_dropped);
+            return;
+        }
+        let over_capacity = self.ctx.shared.connections.load(Ordering::Relaxed)
+            >= self.ctx.limits.max_peers + self.ctx.limits.max_peers / 10 + 16;
+        if self.draining.is_some()
+            || self.ctx.shared.draining.load(Ordering::Relaxed)
+            || over_capacity
+        {
+            // Refusing statelessly costs nothing; a peer that was let in would only be told
+            // SERVER_FULL after a full handshake.
+            ShardMetrics::inc(&m.handshakes_refused);
+            return;
+        }
+        let token = hdr.token.as_deref().unwrap_or(&[]);
+        let now_ms = ms_since(self.epoch_started, now);
+        let mut odcid = None;
+        if !token.is_empty() {
+            match self.tokens.validate(now_ms, token, &from) {
+                Ok(o) => odcid = Some(quiche::ConnectionId::from_vec(o.to_vec())),
+                Err(_) => {
+                    ShardMetrics::inc(&m.tokens_invalid);
+                    return;
+                }
+            }
+        } else if self.unvalidated >= self.ctx.limits.retry_threshold {
+            // Too many handshakes from unproven addresses: make this one prove its address.
+            let new_scid = cid::new_cid(self.ctx.index);
+            let mut tok = [0u8; TOKEN_LEN_MAX];
+            let n = self.tokens.issue(now_ms, &hdr.dcid, &from, &mut tok);
+            let mut out = vec![0u8; SEND_UDP_PAYLOAD];
+            let scid = quiche::ConnectionId::from_ref(&new_scid);
+            if let Ok(len) =
+                quiche::retry(&hdr.scid, &hdr.dcid, &scid, &tok[..n], hdr.version, &mut out)
+            {
+                out.truncate(len);
+                ShardMetrics::inc(&m.retries_sent);
+                self.immediate.push((out, from));
+            }
+            return;
+        }
+        let scid_bytes = cid::new_cid(self.ctx.index);
+        let scid = quiche::ConnectionId::from_vec(scid_bytes.to_vec());
+        self.quic_config.set_stateless_reset_token(Some(self.ctx.reset_key.token(&scid_bytes)));
+        let quic: Result<QuicConn, _> = match &odcid {
+            Some(o) => {
+                let retry_cids = quiche::RetryConnectionIds {
+                    original_destination_cid: o,
+                    retry_source_cid: &hdr.dcid,
+                };
+                quiche::accept_with_retry::<BytesFactory>(
+                    &scid,
+                    retry_cids,
+                    self.ctx.local_addr,
+                    from,
+                    &mut self.quic_config,
+                )
+            }
+            None => quiche::accept_with_buf_factory::<BytesFactory>(
+                &scid,
+                None,
+                self.ctx.local_addr,
+                from,
+                &mut self.quic_config,
+            ),
+        };
+        let quic = match quic {
+            Ok(q) => q,
+            Err(_) => {
+                ShardMetrics::inc(&m.packets_dropped);
+                return;
+            }
+        };
+        let keepalive = Duration::from_millis(self.ctx.limits.keepalive_ms);
+        let mut conn = Box::new(Conn::new(quic, from, now, keepalive));
+        conn.cids.push(scid.clone());
+        if odcid.is_none() {
+            self.unvalidated += 1;
+        }
+        // The client keeps using its own DCID until it sees ours; route both here.
+        let client_dcid = hdr.dcid.clone().into_owned();
+        conn.cids.push(client_dcid.clone());
+        let r = self.insert_conn(conn);
+        self.by_cid.insert(scid, r);
+        self.by_cid.insert(client_dcid, r);
+        self.ctx.shared.connections.fetch_add(1, Ordering::Relaxed);
+        ShardMetrics::inc(&m.handshakes);
+        ShardMetrics::set(&m.connections, self.connection_count() as u64);
+        self.recv_on(now, r, buf, from);
+    }
+
+    fn recv_on(&mut self, now: Instant, r: ConnRef, buf: &mut [u8], from: SocketAddr) {
+        let to = self.ctx.local_addr;
+        let Some(conn) = self.conn_mut(r) else { return };
+        let was_established = conn.quic.is_established();
+        if conn.quic.recv(buf, quiche::RecvInfo { from, to }).is_err() {
+            // quiche has queued a CONNECTION_CLOSE where appropriate; flush and reap.
+        }
+        conn.peer_addr = from;
+        if !was_established && conn.quic.is_established() {
+            self.unvalidated = self.unvalidated.saturating_sub(1);
+        }
+        self.after_input(now, r);
+    }
+
+    /// Reads streams, decodes and handles frames within the per-turn budget.
+    fn after_input(&mut self, now: Instant, r: ConnRef) {
+        self.process_input(now, r);
+        self.mark_dirty(r);
+    }
+
+    /// Handles a message from another shard.
+    pub fn handle_message(&mut self, now: Instant, msg: ShardMsg) {
+        ShardMetrics::inc(&self.ctx.metrics.cross_shard_in);
+        match msg {
+            ShardMsg::Datagram { mut data, from } => self.handle_datagram(now, &mut data, from),
+            ShardMsg::Adopt(conn) => self.adopt(now, conn),
+            other => self.handle_fanout_message(now, other),
+        }
+    }
+
+    /// Handles expired timers: quiche's loss and idle timers, HELLO deadlines, keep-alive PINGs.
+    pub fn handle_timeouts(&mut self, now: Instant) {
+        while let Some(&Reverse((at, r))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let hello_timeout = Duration::from_millis(self.ctx.limits.hello_timeout_ms);
+            let keepalive = Duration::from_millis(self.ctx.limits.keepalive_ms);
+            let Some(conn) = self.conn_mut(r) else { continue };
+            if conn.timer_armed == Some(at) {
+                conn.timer_armed = None;
+            }
+            if conn.quic.timeout_instant().is_some_and(|t| t <= now) {
+                conn.quic.on_timeout();
+            }
+            match conn.phase {
+                Phase::AwaitHello if now >= conn.accepted_at + hello_timeout => {
+                    let code = fovea_codec::ErrorCode::HelloRequired as u64;
+                    let _ = conn.quic.close(true, code, b"no HELLO within hello_timeout_ms");
+                }
+                Phase::Active if now >= conn.ping_due => {
+                    conn.ping_due = now + keepalive;
+                    self.send_node_ping(now, r);
+                }
+                _ => {}
+            }
+            self.mark_dirty(r);
+        }
+        self.expire_moved(now);
+    }
+
+    fn expire_moved(&mut self, now: Instant) {
+        while let Some((at, _)) = self.moved_order.front() {
+            if *at > now {
+                break;
+            }
+            let (_, cid) = self.moved_order.pop_front().expect("front exists");
+            self.moved.remove(&cid);
+        }
+    }
+
+    /// Earliest deadline the driver must wake up for.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Produces packets of every connection with pending work into `batch`; `flush` is called
+    /// whenever the batch fills and returns false when the socket cannot take more now.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        batch: &mut SendBatch,
+        flush: &mut dyn FnMut(&mut SendBatch) -> bool,
+    ) {
+        for (pkt, to) in self.immediate.drain(..) {
+            let slot = batch.reserve(pkt.len());
+            slot.copy_from_slice(&pkt);
+            batch.commit(pkt.len(), pkt.len(), to);
+            if batch.is_full() && !flush(batch) {
+                break;
+            }
+        }
+        self.fanout_flush_pending(now);
+        let hello_timeout = Duration::from_millis(self.ctx.limits.hello_timeout_ms);
+        let mut i = 0;
+        let mut blocked = false;
+        while i < self.dirty.len() {
+            let r = self.dirty[i];
+            i += 1;
+            let metrics = self.ctx.metrics.clone();
+            let Some(conn) = self.conn_mut(r) else { continue };
+            if conn.input_pending {
+                // Leftover input from the frame budget: continue it next turn, after others.
+                conn.input_pending = false;
+                self.process_input(now, r);
+            }
+            let Some(conn) = self.conn_mut(r) else { continue };
+            if let Some((code, reason)) = conn.close_with.take() {
+                let _ = conn.quic.close(true, code, reason.as_bytes());
+                conn.phase = Phase::Closing;
+            }
+            if let Err(e) = conn.push_tx() {
+                let _ = conn.quic.close(false, 0x1, format!("{e}").as_bytes());
+            }
+            loop {
+                if batch.is_full() && !flush(batch) {
+                    blocked = true;
+                    break;
+                }
+                let out = batch.reserve(SEND_UDP_PAYLOAD);
+                match conn.quic.send(out) {
+                    Ok((n, info)) => {
+                        batch.commit(SEND_UDP_PAYLOAD, n, info.to);
+                        ShardMetrics::inc(&metrics.packets_out);
+                    }
+                    Err(_) => {
+                        batch.commit(SEND_UDP_PAYLOAD, 0, conn.peer_addr);
+                        break;
+                    }
+                }
+            }
+            if blocked {
+                i -= 1;
+                break;
+            }
+            conn.dirty = false;
+            if conn.quic.is_closed() {
+                self.reap(r);
+                continue;
+            }
+            let hello_deadline = conn.accepted_at + hello_timeout;
+            if let Some(at) = conn.next_deadline(hello_deadline) {
+                if conn.timer_armed.is_none_or(|armed| at < armed) {
+                    conn.timer_armed = Some(at);
+                    self.timers.push(Reverse((at, r)));
+                }
+            }
+        }
+        self.dirty.drain(..i);
+    }
+
+    /// Messages for other shards gathered this turn, by destination.
+    pub fn take_outbox(&mut self) -> impl Iterator<Item = (usize, Vec<ShardMsg>)> + '_ {
+        let metrics = self.ctx.metrics.clone();
+        self.outbox.iter_mut().enumerate().filter(|(_, v)| !v.is_empty()).map(move |(i, v)| {
+            ShardMetrics::add(&metrics.cross_shard_out, v.len() as u64);
+            (i, std::mem::take(v))
+        })
+    }
+
+    /// Returns a batch the destination inbox refused; it goes out first next turn.
+    pub fn requeue_outbox(&mut self, dest: usize, mut batch: Vec<ShardMsg>) {
+        batch.append(&mut self.outbox[dest]);
+        self.outbox[dest] = batch;
+    }
+
+    /// Messages waiting for other shards (the driver stops reading publishers above a limit).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.iter().map(Vec::len).sum()
+    }
+
+    fn reap(&mut self, r: ConnRef) {
+        let Some(slot) = self.slots.get_mut(r.slot as usize) else { return };
+        if slot.generation != r.generation {
+            return;
+        }
+        let Some(conn) = slot.conn.take() else { return };
+        self.free.push(r.slot);
+        for c in &conn.cids {
+            if self.by_cid.get(c) == Some(&r) {
+                self.by_cid.remove(c);
+            }
+        }
+        if conn.phase == Phase::Active || conn.phase == Phase::Closing {
+            if self.by_peer.get(&conn.peer_id) == Some(&r) {
+                self.by_peer.remove(&conn.peer_id);
+                self.peers -= 1;
+                self.ctx.shared.peers.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.fanout_remove_conn(r, &conn);
+        }
+        if conn.phase == Phase::AwaitHello && !conn.quic.is_established() {
+            self.unvalidated = self.unvalidated.saturating_sub(1);
+        }
+        if let Some(e) = conn.quic.local_error() {
+            if e.is_app && e.error_code != 0 {
+                ShardMetrics::inc(&self.ctx.metrics.closes_by_error);
+            }
+        }
+        self.ctx.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        ShardMetrics::set(&self.ctx.metrics.connections, self.connection_count() as u64);
+        ShardMetrics::set(&self.ctx.metrics.peers, self.peers as u64);
+    }
+
+    /// Sends a connection that said HELLO to the shard that owns its peer id.
+    fn hand_over(&mut self, now: Instant, r: ConnRef, owner: usize) {
+        let Some(slot) = self.slots.get_mut(r.slot as usize) else { return };
+        let Some(mut conn) = slot.conn.take() else { return };
+        self.free.push(r.slot);
+        conn.phase = Phase::Moving;
+        conn.dirty = false;
+        conn.timer_armed = None;
+        let expiry = now + Duration::from_millis(self.ctx.limits.idle_timeout_ms * 2);
+        for c in &conn.cids {
+            self.by_cid.remove(c);
+            self.moved.insert(c.clone(), (owner, expiry));
+            self.moved_order.push_back((expiry, c.clone()));
+        }
+        self.ctx.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        ShardMetrics::set(&self.ctx.metrics.connections, self.connection_count() as u64);
+        self.outbox[owner].push(ShardMsg::Adopt(conn));
+    }
+
+    /// Takes over a connection from another shard and re-addresses it with CIDs of this shard.
+    fn adopt(&mut self, now: Instant, mut conn: Box<Conn>) {
+        self.ctx.shared.connections.fetch_add(1, Ordering::Relaxed);
+        ShardMetrics::inc(&self.ctx.metrics.migrated_in);
+        // Offer CIDs that steer to this shard; retiring the old ones makes the peer switch.
+        let limit = conn.quic.scids_left().max(1) + conn.quic.active_scids();
+        for _ in 0..limit.min(4) {
+            let fresh = cid::new_cid(self.ctx.index);
+            let token = self.ctx.reset_key.token(&fresh);
+            let id = quiche::ConnectionId::from_vec(fresh.to_vec());
+            if conn.quic.new_scid(&id, token, true).is_ok() {
+                conn.cids.push(id);
+            }
+        }
+        let cids = conn.cids.clone();
+        conn.phase = Phase::AwaitHello;
+        let r = self.insert_conn(conn);
+        for c in cids {
+            self.by_cid.insert(c, r);
+        }
+        ShardMetrics::set(&self.ctx.metrics.connections, self.connection_count() as u64);
+        // The HELLO that made it move is still at the front of its session buffer.
+        self.after_input(now, r);
+    }
+
+    /// Starts draining: GOODBYE to every peer, then close once their queues are flushed.
+    pub fn start_drain(&mut self, now: Instant, deadline: Instant) {
+        self.draining = Some(deadline);
+        let refs: Vec<ConnRef> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.conn.as_ref().map(|_| ConnRef { slot: i as u32, generation: s.generation })
+            })
+            .collect();
+        for r in refs {
+            self.say_goodbye(now, r, fovea_codec::ErrorCode::ShuttingDown, "node is shutting down");
+        }
+    }
+
+    /// Closes every connection still open (drain deadline passed).
+    pub fn force_close_all(&mut self) {
+        for s in &mut self.slots {
+            if let Some(c) = s.conn.as_mut() {
+                let _ = c.quic.close(
+                    true,
+                    fovea_codec::ErrorCode::ShuttingDown as u64,
+                    b"drain deadline",
+                );
+            }
+        }
+        let refs: Vec<ConnRef> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.conn.as_ref().map(|_| ConnRef { slot: i as u32, generation: s.generation })
+            })
+            .collect();
+        for r in refs {
+            self.mark_dirty(r);
+        }
+    }
+
+    /// True when some connection still has queued deliveries (drain waits for them).
+    pub fn has_pending_output(&self) -> bool {
+        self.slots
+            .iter()
+            .filter_map(|s| s.conn.as_ref())
+            .any(|c| !c.data_tx.is_empty() || !c.session_tx.is_empty())
+    }
+
+    fn scratch_frame(&mut self) -> &mut BytesMut {
+        self.scratch.clear();
+        &mut self.scratch
+    }
+}
