@@ -145,6 +145,8 @@ pub struct Conn {
     pub dropped: u64,
     /// GOODBYE queued (drain): no further deliveries are queued behind it.
     pub goodbye_sent: bool,
+    /// FIN sent on the node data stream after GOODBYE.
+    pub fin_sent: bool,
 }
 
 impl Conn {
@@ -181,6 +183,7 @@ impl Conn {
             close_with: None,
             dropped: 0,
             goodbye_sent: false,
+            fin_sent: false,
         }
     }
 
@@ -218,6 +221,29 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// During a drain: once GOODBYE and everything before it has left the queue, finish the
+    /// data stream; once the peer has acknowledged all of it (quiche collects the stream), close.
+    /// Returns true when the connection was closed.
+    pub fn drain_step(&mut self, code: u64) -> bool {
+        if !self.goodbye_sent || !self.data_tx.is_empty() {
+            return false;
+        }
+        if !self.fin_sent {
+            if self.quic.stream_send(NODE_DATA_STREAM, b"", true).is_ok() {
+                self.fin_sent = true;
+            }
+            return false;
+        }
+        if let Err(quiche::Error::InvalidStreamState(_)) =
+            self.quic.stream_capacity(NODE_DATA_STREAM)
+        {
+            let _ = self.quic.close(true, code, b"node is shutting down");
+            self.phase = Phase::Closing;
+            return true;
+        }
+        false
     }
 
     /// Earliest of quiche's timer and the node's own timers for this connection.

@@ -459,6 +459,7 @@ impl Shard {
             if let Err(e) = conn.push_tx() {
                 let _ = conn.quic.close(false, 0x1, format!("{e}").as_bytes());
             }
+            conn.drain_step(fovea_codec::ErrorCode::ShuttingDown as u64);
             loop {
                 if batch.is_full() && !flush(batch) {
                     blocked = true;

@@ -1,0 +1,437 @@
+//! Test harness: a real node (in-process shards on real loopback sockets, or the `fovea`
+//! binary) and a small blocking QUIC client speaking the Fovea protocol through quiche.
+//!
+//! Every wait has a deadline and returns as soon as its condition holds; nothing sleeps to
+//! "let things settle".
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fovea_codec::frame::{self, Frame};
+use fovea_codec::{decode_frame, Limits, Pattern, Realm, Topic};
+use fovea_engine::config::NodeConfig;
+use fovea_engine::node::Node;
+
+/// Generous bound for any single wait in tests (CI machines are slow and shared).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A node configuration for tests: loopback, ephemeral ports, its own data dir.
+pub fn test_config(shards: usize) -> NodeConfig {
+    let mut c = NodeConfig::default();
+    c.node.listen = "127.0.0.1:0".parse().unwrap();
+    c.node.metrics = "127.0.0.1:0".parse().unwrap();
+    c.node.shards = shards;
+    c.node.pin_cores = false;
+    // Test clients stop reading when a test ends; don't wait long for their acknowledgements.
+    c.node.drain_timeout_ms = 1_000;
+    let dir =
+        std::env::temp_dir().join(format!("fovea-test-{}-{}", std::process::id(), rand_u64()));
+    c.node.data_dir = dir;
+    c
+}
+
+/// Starts an in-process node.
+pub fn start_node(config: NodeConfig) -> Node {
+    Node::start(config).expect("node starts")
+}
+
+/// A random u64 (peer ids, temp dirs).
+pub fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    boring::rand::rand_bytes(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// A random peer id.
+pub fn random_peer_id() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    boring::rand::rand_bytes(&mut b).unwrap();
+    b
+}
+
+/// How a test client ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u64,
+    pub by_node: bool,
+    pub reason: String,
+}
+
+/// A blocking Fovea client for tests.
+pub struct TestClient {
+    pub conn: quiche::Connection,
+    socket: UdpSocket,
+    node: SocketAddr,
+    local: SocketAddr,
+    session_rx: BytesMut,
+    data_rx: BytesMut,
+    pending: VecDeque<Frame>,
+    next_request: u64,
+    pub peer_id: [u8; 32],
+    pub welcome: Option<frame::Welcome>,
+    limits: Limits,
+}
+
+fn client_config() -> quiche::Config {
+    let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION).unwrap();
+    c.set_application_protos(&[b"fovea/1"]).unwrap();
+    c.verify_peer(false);
+    c.set_max_idle_timeout(30_000);
+    c.set_max_recv_udp_payload_size(1472);
+    c.set_max_send_udp_payload_size(1350);
+    c.set_initial_max_data(64 << 20);
+    c.set_initial_max_stream_data_bidi_local(16 << 20);
+    c.set_initial_max_stream_data_bidi_remote(16 << 20);
+    c.set_initial_max_stream_data_uni(16 << 20);
+    c.set_initial_max_streams_bidi(4);
+    c.set_initial_max_streams_uni(4);
+    c
+}
+
+impl TestClient {
+    /// Connects and completes the QUIC handshake (no HELLO yet).
+    pub fn connect_raw(node: SocketAddr) -> TestClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut scid = [0u8; 16];
+        boring::rand::rand_bytes(&mut scid).unwrap();
+        let scid = quiche::ConnectionId::from_vec(scid.to_vec());
+        let conn =
+            quiche::connect(Some("localhost"), &scid, local, node, &mut client_config()).unwrap();
+        let mut c = TestClient {
+            conn,
+            socket,
+            node,
+            local,
+            session_rx: BytesMut::new(),
+            data_rx: BytesMut::new(),
+            pending: VecDeque::new(),
+            next_request: 1,
+            peer_id: random_peer_id(),
+            welcome: None,
+            limits: Limits { max_sub_ids: 1 << 16, ..Limits::default() },
+        };
+        let deadline = Instant::now() + WAIT;
+        while !c.conn.is_established() {
+            assert!(!c.conn.is_closed(), "closed during handshake: {:?}", c.conn.peer_error());
+            assert!(Instant::now() < deadline, "handshake timed out");
+            c.step(deadline);
+        }
+        c
+    }
+
+    /// Connects, sends HELLO in `realm` and waits for WELCOME.
+    pub fn connect(node: SocketAddr, realm: &str) -> TestClient {
+        Self::connect_as(node, realm, random_peer_id())
+    }
+
+    /// Like `connect` with a chosen peer id.
+    pub fn connect_as(node: SocketAddr, realm: &str, peer_id: [u8; 32]) -> TestClient {
+        let mut c = Self::connect_raw(node);
+        c.peer_id = peer_id;
+        c.send_session(&hello(peer_id, realm));
+        let f = c.expect_frame(|f| matches!(f, Frame::Welcome(_)), WAIT);
+        if let Frame::Welcome(w) = f {
+            c.welcome = Some(w);
+        }
+        c
+    }
+
+    /// Sends a frame on the session stream.
+    pub fn send_session(&mut self, f: &Frame) {
+        self.send_raw(0, &f.to_bytes());
+    }
+
+    /// Sends a frame on the client data stream.
+    pub fn send_data(&mut self, f: &Frame) {
+        self.send_raw(2, &f.to_bytes());
+    }
+
+    /// Writes raw bytes to a stream (all of them, pumping the connection as needed).
+    pub fn send_raw(&mut self, stream: u64, bytes: &[u8]) {
+        let deadline = Instant::now() + WAIT;
+        let mut off = 0;
+        while off < bytes.len() {
+            match self.conn.stream_send(stream, &bytes[off..], false) {
+                Ok(n) => off += n,
+                Err(quiche::Error::Done) => {}
+                Err(e) => panic!("stream_send: {e}"),
+            }
+            self.flush();
+            if off < bytes.len() {
+                assert!(Instant::now() < deadline, "send blocked too long");
+                self.step(deadline);
+            }
+        }
+        self.flush();
+    }
+
+    /// A fresh request id.
+    pub fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    /// SUBSCRIBE and wait for OK; panics on ERROR.
+    pub fn subscribe(&mut self, sub_id: u64, pattern: &str) {
+        let r = self.request_id();
+        self.send_session(&Frame::Subscribe(frame::Subscribe {
+            request_id: r,
+            sub_id,
+            pattern: pattern.parse::<Pattern>().unwrap(),
+        }));
+        match self.expect_response(r) {
+            Frame::Ok(_) => {}
+            other => panic!("subscribe {pattern}: {other:?}"),
+        }
+    }
+
+    /// SUBSCRIBE and return the response (OK or ERROR).
+    pub fn try_subscribe(&mut self, sub_id: u64, pattern: &str) -> Frame {
+        let r = self.request_id();
+        self.send_session(&Frame::Subscribe(frame::Subscribe {
+            request_id: r,
+            sub_id,
+            pattern: pattern.parse::<Pattern>().unwrap(),
+        }));
+        self.expect_response(r)
+    }
+
+    /// UNSUBSCRIBE and wait for the response.
+    pub fn unsubscribe(&mut self, sub_id: u64) -> Frame {
+        let r = self.request_id();
+        self.send_session(&Frame::Unsubscribe(frame::Unsubscribe { request_id: r, sub_id }));
+        self.expect_response(r)
+    }
+
+    /// PUBLISH on the data stream without waiting.
+    pub fn publish(&mut self, topic: &str, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        fovea_codec::encode_publish(0, None, &topic.parse::<Topic>().unwrap(), payload, &mut out);
+        self.send_raw(2, &out);
+    }
+
+    /// PUBLISH with a request id and message id; waits for OK/ERROR.
+    pub fn publish_acked(&mut self, topic: &str, payload: &[u8], message_id: Option<u64>) -> Frame {
+        let r = self.request_id();
+        let mut out = BytesMut::new();
+        fovea_codec::encode_publish(
+            r,
+            message_id,
+            &topic.parse::<Topic>().unwrap(),
+            payload,
+            &mut out,
+        );
+        self.send_raw(2, &out);
+        self.expect_response(r)
+    }
+
+    /// Waits for the OK or ERROR of `request_id`.
+    pub fn expect_response(&mut self, request_id: u64) -> Frame {
+        self.expect_frame(
+            |f| {
+                matches!(f, Frame::Ok(o) if o.request_id == request_id)
+                    || matches!(f, Frame::Error(e) if e.request_id == request_id)
+            },
+            WAIT,
+        )
+    }
+
+    /// Waits for a frame matching `pred`; frames that do not match stay queued.
+    pub fn expect_frame(&mut self, pred: impl Fn(&Frame) -> bool, wait: Duration) -> Frame {
+        self.try_expect_frame(pred, wait).unwrap_or_else(|| {
+            panic!("no matching frame within {wait:?}; closed: {:?}", self.closed())
+        })
+    }
+
+    /// Like `expect_frame`, `None` on timeout or close.
+    pub fn try_expect_frame(
+        &mut self,
+        pred: impl Fn(&Frame) -> bool,
+        wait: Duration,
+    ) -> Option<Frame> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            if self.conn.is_closed() || Instant::now() >= deadline {
+                return None;
+            }
+            self.step(deadline);
+        }
+    }
+
+    /// Next DELIVER.
+    pub fn next_deliver(&mut self, wait: Duration) -> Option<frame::Deliver> {
+        match self.try_expect_frame(|f| matches!(f, Frame::Deliver(_)), wait)? {
+            Frame::Deliver(d) => Some(d),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Frames received so far and not consumed.
+    pub fn drain_pending(&mut self) -> Vec<Frame> {
+        self.pending.drain(..).collect()
+    }
+
+    /// Processes traffic until `deadline` or until nothing more arrives for `quiet`.
+    pub fn pump_for(&mut self, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        while Instant::now() < deadline && !self.conn.is_closed() {
+            self.step(deadline);
+        }
+    }
+
+    /// Waits until the node closes the connection.
+    pub fn wait_closed(&mut self, wait: Duration) -> Option<Closed> {
+        let deadline = Instant::now() + wait;
+        while !self.conn.is_closed() && Instant::now() < deadline {
+            self.step(deadline);
+        }
+        self.closed()
+    }
+
+    /// How the connection ended, if it did.
+    pub fn closed(&self) -> Option<Closed> {
+        if let Some(e) = self.conn.peer_error() {
+            return Some(Closed {
+                code: e.error_code,
+                by_node: true,
+                reason: String::from_utf8_lossy(&e.reason).into_owned(),
+            });
+        }
+        if self.conn.is_closed() {
+            return Some(Closed { code: u64::MAX, by_node: false, reason: "closed".into() });
+        }
+        None
+    }
+
+    /// Sends everything quiche has.
+    pub fn flush(&mut self) {
+        let mut out = [0u8; 1500];
+        loop {
+            match self.conn.send(&mut out) {
+                Ok((n, info)) => {
+                    let _ = self.socket.send_to(&out[..n], info.to);
+                }
+                Err(quiche::Error::Done) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+    }
+
+    /// One round: flush, wait for a datagram (bounded by quiche's timer and `deadline`), feed
+    /// it, decode frames.
+    pub fn step(&mut self, deadline: Instant) {
+        self.flush();
+        let now = Instant::now();
+        let mut wait = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
+        if let Some(t) = self.conn.timeout() {
+            wait = wait.min(t.max(Duration::from_millis(1)));
+        }
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 65535];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let info = quiche::RecvInfo { from, to: self.local };
+                let _ = self.conn.recv(&mut buf[..n], info);
+                // Drain whatever else is already queued without blocking.
+                self.socket.set_nonblocking(true).unwrap();
+                while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+                    let _ =
+                        self.conn.recv(&mut buf[..n], quiche::RecvInfo { from, to: self.local });
+                }
+                self.socket.set_nonblocking(false).unwrap();
+            }
+            Err(_) => {
+                if self.conn.timeout() == Some(Duration::ZERO) || self.conn.timeout().is_some() {
+                    self.conn.on_timeout();
+                }
+            }
+        }
+        self.read_streams();
+        self.flush();
+    }
+
+    fn read_streams(&mut self) {
+        let readable: Vec<u64> = self.conn.readable().collect();
+        for id in readable {
+            let buf = if id == 0 { &mut self.session_rx } else { &mut self.data_rx };
+            let mut tmp = [0u8; 65536];
+            loop {
+                match self.conn.stream_recv(id, &mut tmp) {
+                    Ok((n, _)) => buf.extend_from_slice(&tmp[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+        for buf in [&mut self.session_rx, &mut self.data_rx] {
+            loop {
+                match decode_frame(buf, &self.limits) {
+                    Ok(Some(f)) => self.pending.push_back(f),
+                    Ok(None) => break,
+                    Err(e) => panic!("client failed to decode a node frame: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The node address.
+    pub fn node(&self) -> SocketAddr {
+        self.node
+    }
+}
+
+/// A HELLO frame.
+pub fn hello(peer_id: [u8; 32], realm: &str) -> Frame {
+    Frame::Hello(frame::Hello {
+        version: 1,
+        peer_id,
+        flags: 0,
+        realm: realm.parse::<Realm>().unwrap(),
+        cred_kind: 0,
+        credential: Bytes::new(),
+        client_name: Bytes::from_static(b"test"),
+    })
+}
+
+/// Reads the node's metrics text.
+pub fn metrics_text(http: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of `name{shard="all"}` in the metrics text.
+pub fn metric(http: SocketAddr, name: &str) -> u64 {
+    let text = metrics_text(http);
+    let key = format!("{name}{{shard=\"all\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Polls `cond` until it holds or `wait` passes (no fixed sleeps: each poll is a real query).
+pub fn wait_until(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
