@@ -57,7 +57,9 @@ impl TxQueue {
     pub fn drain_into(&mut self, quic: &mut QuicConn, id: u64) -> Result<(), quiche::Error> {
         while let Some(front) = self.frames.pop_front() {
             let len = front.len();
-            match quic.stream_send_zc(id, front, false) {
+            // quiche consumes the buffer even when it writes nothing (`Done`), so hand it a
+            // refcount clone and keep ours until it is accepted.
+            match quic.stream_send_zc(id, front.clone(), false) {
                 Ok((written, rest)) => {
                     self.bytes -= written;
                     if let Some(rest) = rest {
@@ -65,13 +67,19 @@ impl TxQueue {
                         self.frames.push_front(rest);
                         return Ok(());
                     }
+                    if written < len {
+                        self.frames.push_front(front.slice(written..));
+                        return Ok(());
+                    }
                 }
                 Err(quiche::Error::Done) => {
-                    // No capacity: quiche hands the buffer back only on partial writes, so the
-                    // frame is re-queued from our side. Done means nothing was written.
-                    return Err(quiche::Error::Done);
+                    self.frames.push_front(front);
+                    return Ok(());
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.frames.push_front(front);
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -189,14 +197,8 @@ impl Conn {
 
     /// Moves queued frames into quiche's stream buffers, session stream first.
     pub fn push_tx(&mut self) -> Result<(), quiche::Error> {
-        match self.session_tx.drain_into(&mut self.quic, SESSION_STREAM) {
-            Ok(()) | Err(quiche::Error::Done) => {}
-            Err(e) => return Err(e),
-        }
-        match self.data_tx.drain_into(&mut self.quic, NODE_DATA_STREAM) {
-            Ok(()) | Err(quiche::Error::Done) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.session_tx.drain_into(&mut self.quic, SESSION_STREAM)?;
+        self.data_tx.drain_into(&mut self.quic, NODE_DATA_STREAM)
     }
 
     /// Reads available stream data into the frame buffers, at most `cap` bytes buffered per

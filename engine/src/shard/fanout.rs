@@ -220,7 +220,8 @@ impl Shard {
             let r = self.fanout.touched[i];
             let heads = &mut self.fanout.heads;
             let Some(conn) = self.slots[r.slot as usize].conn.as_deref_mut() else { continue };
-            if conn.close_with.is_some() || conn.goodbye_sent {
+            if conn.close_with.is_some() || conn.goodbye_sent || conn.phase == super::Phase::Closing
+            {
                 continue;
             }
             if conn.data_tx.bytes + tail.len() > budget {

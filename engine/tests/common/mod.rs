@@ -82,10 +82,12 @@ fn client_config() -> quiche::Config {
     c.set_max_idle_timeout(30_000);
     c.set_max_recv_udp_payload_size(1472);
     c.set_max_send_udp_payload_size(1350);
-    c.set_initial_max_data(64 << 20);
-    c.set_initial_max_stream_data_bidi_local(16 << 20);
-    c.set_initial_max_stream_data_bidi_remote(16 << 20);
-    c.set_initial_max_stream_data_uni(16 << 20);
+    // Windows of a typical client: a subscriber that stops reading holds back at most this
+    // much in the node's QUIC buffers; the rest is the node's send budget.
+    c.set_initial_max_data(1 << 20);
+    c.set_initial_max_stream_data_bidi_local(256 << 10);
+    c.set_initial_max_stream_data_bidi_remote(256 << 10);
+    c.set_initial_max_stream_data_uni(256 << 10);
     c.set_initial_max_streams_bidi(4);
     c.set_initial_max_streams_uni(4);
     c
