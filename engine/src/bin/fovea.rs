@@ -58,6 +58,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
+        // stdout carries only the readiness line; logs go to stderr.
+        .with_writer(std::io::stderr)
         .init();
     if let Some(path) = &args.check_config {
         return match NodeConfig::from_file(path) {

@@ -125,6 +125,39 @@ impl TestClient {
         c
     }
 
+    /// Like `connect_raw`, but a refused or failed handshake is an `Err`.
+    pub fn connect_raw_result(node: SocketAddr) -> Result<TestClient, ()> {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut scid = [0u8; 16];
+        boring::rand::rand_bytes(&mut scid).unwrap();
+        let scid = quiche::ConnectionId::from_vec(scid.to_vec());
+        let conn =
+            quiche::connect(Some("localhost"), &scid, local, node, &mut client_config()).unwrap();
+        let mut c = TestClient {
+            conn,
+            socket,
+            node,
+            local,
+            session_rx: BytesMut::new(),
+            data_rx: BytesMut::new(),
+            pending: VecDeque::new(),
+            next_request: 1,
+            peer_id: random_peer_id(),
+            welcome: None,
+            limits: Limits { max_sub_ids: 1 << 16, ..Limits::default() },
+        };
+        // A refused handshake gets no answer; a few seconds is plenty on loopback.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !c.conn.is_established() {
+            if c.conn.is_closed() || Instant::now() >= deadline {
+                return Err(());
+            }
+            c.step(deadline);
+        }
+        Ok(c)
+    }
+
     /// Connects, sends HELLO in `realm` and waits for WELCOME.
     pub fn connect(node: SocketAddr, realm: &str) -> TestClient {
         Self::connect_as(node, realm, random_peer_id())

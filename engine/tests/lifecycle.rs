@@ -1,0 +1,184 @@
+//! Node lifecycle and transport behaviour: the `fovea` binary's drain on SIGTERM, restart with
+//! stateless resets, Retry under load, and peer-id sharding. Real processes or in-process
+//! shards, real QUIC on loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fovea_codec::frame::Frame;
+use fovea_codec::ErrorCode;
+
+/// A `fovea` process and the addresses from its readiness line.
+struct NodeProcess {
+    child: Child,
+    quic: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Drop for NodeProcess {
+    /// A failing test must not leave a node running (it would hold the test's pipes open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(args: &[&str], data_dir: &std::path::Path) -> NodeProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fovea"))
+        .args(["--metrics", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn fovea");
+    // Wait for the readiness line (the process prints it once its sockets are bound).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    NodeProcess { quic: field("quic="), http: field("metrics="), child }
+}
+
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(WAIT)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn wait_exit(child: &mut Child, wait: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("fovea-{tag}-{}-{}", std::process::id(), rand_u64()))
+}
+
+#[test]
+fn sigterm_drains_flushes_says_goodbye_and_exits_zero() {
+    let dir = temp_dir("drain");
+    let mut node = spawn_node(&["--listen", "127.0.0.1:0"], &dir);
+    assert_eq!(http_status(node.http, "/readyz"), Some(200));
+    assert_eq!(http_status(node.http, "/healthz"), Some(200));
+    let mut sub = TestClient::connect(node.quic, "default");
+    sub.subscribe(1, "news.*");
+    let mut publisher = TestClient::connect(node.quic, "default");
+    for i in 0..50u32 {
+        publisher.publish("news.today", &i.to_be_bytes());
+    }
+    assert!(matches!(publisher.publish_acked("news.today", b"last", None), Frame::Ok(_)));
+    // SIGTERM while the subscriber has not read anything yet.
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(WAIT, || http_status(node.http, "/readyz") != Some(200)),
+        "readiness fails at once"
+    );
+    for i in 0..50u32 {
+        let d = sub.next_deliver(WAIT).unwrap_or_else(|| panic!("queued delivery {i} flushed"));
+        assert_eq!(&d.payload[..], &i.to_be_bytes());
+    }
+    assert_eq!(&sub.next_deliver(WAIT).unwrap().payload[..], b"last");
+    let bye = sub.expect_frame(|f| matches!(f, Frame::Goodbye(_)), WAIT);
+    assert!(matches!(bye, Frame::Goodbye(g) if g.code == ErrorCode::ShuttingDown as u64));
+    let late = TestClient::connect_raw_result(node.quic);
+    assert!(late.is_err(), "new connections are refused while draining");
+    let status = wait_exit(&mut node.child, WAIT).expect("exits within the drain deadline");
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_restarted_node_resets_connections_of_its_previous_incarnation() {
+    let dir = temp_dir("restart");
+    let mut first = spawn_node(&["--listen", "127.0.0.1:0"], &dir);
+    let port = first.quic.port();
+    let mut client = TestClient::connect(first.quic, "default");
+    client.subscribe(1, "t");
+    drop(first);
+    let listen = format!("127.0.0.1:{port}");
+    let second = spawn_node(&["--listen", &listen], &dir);
+    let started = Instant::now();
+    // The old connection's next packet gets a stateless reset under the same secret, so the
+    // client learns at once instead of waiting for its 30 s idle timeout.
+    client.send_session(&Frame::Ping(fovea_codec::frame::Ping { ping_id: 1, sent_at_us: 0 }));
+    let closed = client.wait_closed(WAIT);
+    assert!(closed.is_some(), "the client's connection ended");
+    assert!(started.elapsed() < Duration::from_secs(10), "well before the idle timeout");
+    assert!(metric(second.http, "fovea_stateless_resets_sent_total") >= 1);
+    // And a new connection works.
+    let mut again = TestClient::connect(second.quic, "default");
+    again.subscribe(1, "t");
+    drop(second);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn handshakes_beyond_the_retry_threshold_validate_their_address() {
+    let mut config = test_config(2);
+    config.limits.retry_threshold = 0;
+    let node = start_node(config);
+    let mut c = TestClient::connect(node.quic_addr, "default");
+    c.subscribe(1, "t");
+    let mut p = TestClient::connect(node.quic_addr, "default");
+    p.publish_acked("t", b"after retry", None);
+    assert_eq!(&c.next_deliver(WAIT).unwrap().payload[..], b"after retry");
+    assert!(metric(node.http_addr, "fovea_retries_sent_total") >= 2);
+    node.shutdown();
+}
+
+#[test]
+fn each_peer_lives_on_the_shard_its_id_hashes_to() {
+    let shards = 2;
+    let node = start_node(test_config(shards));
+    let mut expected = vec![0u64; shards];
+    let clients: Vec<TestClient> = (0..16)
+        .map(|_| {
+            let id = random_peer_id();
+            expected[fovea_engine::shard::owner_shard(&id, shards)] += 1;
+            TestClient::connect_as(node.quic_addr, "default", id)
+        })
+        .collect();
+    let text = metrics_text(node.http_addr);
+    for (shard, want) in expected.iter().enumerate() {
+        let key = format!("fovea_peers{{shard=\"{shard}\"}} ");
+        let got: u64 =
+            text.lines().find_map(|l| l.strip_prefix(&key)).unwrap().trim().parse().unwrap();
+        assert_eq!(got, *want, "shard {shard}");
+    }
+    // Handshakes land on a random shard, so about half the connections moved after HELLO.
+    assert!(metric(node.http_addr, "fovea_connections_migrated_in_total") > 0);
+    drop(clients);
+    node.shutdown();
+}
