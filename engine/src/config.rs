@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Top-level configuration file layout.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Process-level settings.
@@ -151,15 +151,6 @@ impl Default for Limits {
     }
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            node: NodeSection::default(),
-            tls: TlsSection::default(),
-            limits: Limits::default(),
-        }
-    }
-}
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -140,17 +140,17 @@ mod tests {
             s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         }
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for target in 0..shards {
+        for (target, socket) in sockets.iter().enumerate() {
             // Short header: 0x40, then the DCID whose first byte is the shard.
             let short = [0x40, target as u8, 0xaa, 0xbb, 0xcc];
             client.send_to(&short, addr).unwrap();
             let mut buf = [0u8; 64];
-            let (n, _) = sockets[target].recv_from(&mut buf).expect("short header steered");
+            let (n, _) = socket.recv_from(&mut buf).expect("short header steered");
             assert_eq!(&buf[..n], &short);
             // Long header: flags, 4-byte version, DCID length, DCID.
             let long = [0xc0, 0, 0, 0, 1, 16, (target + shards) as u8, 0x11];
             client.send_to(&long, addr).unwrap();
-            let (n, _) = sockets[target].recv_from(&mut buf).expect("long header steered");
+            let (n, _) = socket.recv_from(&mut buf).expect("long header steered");
             assert_eq!(&buf[..n], &long);
         }
     }

@@ -122,7 +122,7 @@ fn sigterm_drains_flushes_says_goodbye_and_exits_zero() {
 #[test]
 fn a_restarted_node_resets_connections_of_its_previous_incarnation() {
     let dir = temp_dir("restart");
-    let mut first = spawn_node(&["--listen", "127.0.0.1:0"], &dir);
+    let first = spawn_node(&["--listen", "127.0.0.1:0"], &dir);
     let port = first.quic.port();
     let mut client = TestClient::connect(first.quic, "default");
     client.subscribe(1, "t");

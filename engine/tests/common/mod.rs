@@ -397,11 +397,8 @@ impl TestClient {
         for id in readable {
             let buf = if id == 0 { &mut self.session_rx } else { &mut self.data_rx };
             let mut tmp = [0u8; 65536];
-            loop {
-                match self.conn.stream_recv(id, &mut tmp) {
-                    Ok((n, _)) => buf.extend_from_slice(&tmp[..n]),
-                    Err(_) => break,
-                }
+            while let Ok((n, _)) = self.conn.stream_recv(id, &mut tmp) {
+                buf.extend_from_slice(&tmp[..n]);
             }
         }
         for buf in [&mut self.session_rx, &mut self.data_rx] {
