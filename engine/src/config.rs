@@ -151,7 +151,6 @@ impl Default for Limits {
     }
 }
 
-
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::*;
 use fovea_codec::frame::{self, Frame};
 use fovea_codec::ErrorCode;
