@@ -140,7 +140,9 @@ fn fan_out_reaches_subscribers_on_every_shard_once() {
     }
     for c in &mut subs {
         for i in 0..20u32 {
-            let d = c.next_deliver(WAIT).expect("delivery");
+            let d = c
+                .next_deliver(WAIT)
+                .unwrap_or_else(|| panic!("delivery {i}: closed {:?}", c.closed()));
             let mut ids = d.sub_ids.to_vec();
             ids.sort_unstable();
             assert_eq!(ids, vec![1, 2], "one DELIVER listing both matching subscriptions");
