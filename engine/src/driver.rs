@@ -140,6 +140,7 @@ struct Driver {
     armed: Cell<Option<Instant>>,
     blocked: Cell<bool>,
     done: LocalNotify,
+    more_work: LocalNotify,
 }
 
 impl Driver {
@@ -186,6 +187,9 @@ impl Driver {
                 self.timer_rearm.notify();
             }
         }
+        if core.has_pending_input() {
+            self.more_work.notify();
+        }
         if core.is_drained() {
             self.done.notify();
         }
@@ -214,7 +218,20 @@ async fn shard_main(
         armed: Cell::new(None),
         blocked: Cell::new(false),
         done: LocalNotify::default(),
+        more_work: LocalNotify::default(),
     });
+
+    // Work task: runs another turn for input left over by the per-connection frame budget,
+    // after the other tasks have had their turn.
+    {
+        let d = driver.clone();
+        monoio::spawn(async move {
+            loop {
+                d.more_work.wait().await;
+                d.end_turn();
+            }
+        });
+    }
 
     // Receive task.
     {

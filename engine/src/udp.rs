@@ -209,8 +209,15 @@ impl SendBatch {
         &mut self.buf[start..]
     }
 
+    /// Gives back the last `reserve` unused.
+    pub fn cancel(&mut self, reserved: usize) {
+        let start = self.buf.len() - reserved;
+        self.buf.truncate(start);
+    }
+
     /// Commits `len` bytes written into the last `reserve` as a packet to `to`.
     pub fn commit(&mut self, reserved: usize, len: usize, to: SocketAddr) {
+        debug_assert!(len > 0, "empty datagrams are never sent");
         let start = self.buf.len() - reserved;
         self.buf.truncate(start + len);
         self.packets += 1;
@@ -234,6 +241,24 @@ impl SendBatch {
             }
         }
         self.msgs.push(OutMsg { to, start, len, segment: len, segments: 1 });
+    }
+
+    /// Takes every queued packet out (GSO trains split into their segments) instead of sending:
+    /// how sans-I/O tests carry the shard's output to their in-memory peers.
+    pub fn take_packets(&mut self) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut out = Vec::with_capacity(self.packets);
+        for m in self.msgs.drain(..) {
+            let mut start = m.start;
+            let end = m.start + m.len;
+            while start < end {
+                let stop = (start + m.segment).min(end);
+                out.push((self.buf[start..stop].to_vec(), m.to));
+                start = stop;
+            }
+        }
+        self.buf.clear();
+        self.packets = 0;
+        out
     }
 
     /// Sends everything queued; on `EAGAIN` keeps the rest queued and reports `blocked`.

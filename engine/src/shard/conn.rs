@@ -145,6 +145,8 @@ pub struct Conn {
     pub dirty: bool,
     /// True when undecoded input remains after the per-turn frame budget.
     pub input_pending: bool,
+    /// Frames this connection may still have handled in the current turn.
+    pub frames_left: usize,
     /// Earliest timer entry armed for this connection.
     pub timer_armed: Option<Instant>,
     /// Close requested by the node: (error code, reason).
@@ -187,6 +189,7 @@ impl Conn {
             matched: SmallVec::new(),
             dirty: false,
             input_pending: false,
+            frames_left: usize::MAX,
             timer_armed: None,
             close_with: None,
             dropped: 0,

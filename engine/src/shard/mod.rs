@@ -90,6 +90,8 @@ pub struct Shard {
     moved_order: std::collections::VecDeque<(Instant, quiche::ConnectionId<'static>)>,
     by_peer: ahash::AHashMap<[u8; 32], ConnRef>,
     dirty: Vec<ConnRef>,
+    /// Connections whose input exceeded their frame budget: continued next turn.
+    pending_input: Vec<ConnRef>,
     timers: BinaryHeap<Reverse<(Instant, ConnRef)>>,
     /// Immediate stateless packets (version negotiation, Retry, stateless reset).
     immediate: Vec<(Vec<u8>, SocketAddr)>,
@@ -122,6 +124,7 @@ impl Shard {
             moved_order: std::collections::VecDeque::new(),
             by_peer: ahash::AHashMap::new(),
             dirty: Vec::new(),
+            pending_input: Vec::new(),
             timers: BinaryHeap::new(),
             immediate: Vec::new(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
@@ -328,6 +331,7 @@ impl Shard {
         };
         let keepalive = Duration::from_millis(self.ctx.limits.keepalive_ms);
         let mut conn = Box::new(Conn::new(quic, from, now, keepalive));
+        conn.frames_left = self.ctx.limits.frames_per_turn;
         conn.cids.push(scid.clone());
         if odcid.is_none() {
             self.unvalidated += 1;
@@ -433,11 +437,20 @@ impl Shard {
             let slot = batch.reserve(pkt.len());
             slot.copy_from_slice(&pkt);
             batch.commit(pkt.len(), pkt.len(), to);
-            if batch.is_full() && !flush(batch) {
-                break;
+            if batch.is_full() {
+                // Stateless packets are few; when the socket is full they wait in the batch.
+                flush(batch);
             }
         }
         self.fanout_flush_pending(now);
+        // Input left over from earlier turns goes first, with the budget this turn gives it.
+        for r in std::mem::take(&mut self.pending_input) {
+            let Some(conn) = self.conn_mut(r) else { continue };
+            conn.input_pending = false;
+            self.process_input(now, r);
+            self.mark_dirty(r);
+        }
+        let frames_per_turn = self.ctx.limits.frames_per_turn;
         let hello_timeout = Duration::from_millis(self.ctx.limits.hello_timeout_ms);
         let mut i = 0;
         let mut blocked = false;
@@ -446,12 +459,8 @@ impl Shard {
             i += 1;
             let metrics = self.ctx.metrics.clone();
             let Some(conn) = self.conn_mut(r) else { continue };
-            if conn.input_pending {
-                // Leftover input from the frame budget: continue it next turn, after others.
-                conn.input_pending = false;
-                self.process_input(now, r);
-            }
-            let Some(conn) = self.conn_mut(r) else { continue };
+            // The turn ends for this connection: its next turn gets a fresh frame budget.
+            conn.frames_left = frames_per_turn;
             if let Some((code, reason)) = conn.close_with.take() {
                 let _ = conn.quic.close(true, code, reason.as_bytes());
                 conn.phase = Phase::Closing;
@@ -472,7 +481,7 @@ impl Shard {
                         ShardMetrics::inc(&metrics.packets_out);
                     }
                     Err(_) => {
-                        batch.commit(SEND_UDP_PAYLOAD, 0, conn.peer_addr);
+                        batch.cancel(SEND_UDP_PAYLOAD);
                         break;
                     }
                 }
@@ -495,6 +504,12 @@ impl Shard {
             }
         }
         self.dirty.drain(..i);
+    }
+
+    /// True when some connection has input waiting for its next turn: the driver must run
+    /// another turn even if no packet arrives.
+    pub fn has_pending_input(&self) -> bool {
+        !self.pending_input.is_empty()
     }
 
     /// Messages for other shards gathered this turn, by destination.

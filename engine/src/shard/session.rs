@@ -43,11 +43,15 @@ impl Shard {
         }
     }
 
-    /// Reads the connection's streams and handles up to `frames_per_turn` frames.
+    /// Reads the connection's streams and handles frames until its budget for this turn
+    /// (`frames_per_turn`) is spent; what is left waits for the next turn (`pending_input`).
     pub(super) fn process_input(&mut self, now: Instant, r: ConnRef) {
         let limits = self.wire_limits();
         let cap = rx_cap(limits.max_frame_len);
-        let budget = self.ctx.limits.frames_per_turn;
+        let budget = match self.conn_mut(r) {
+            Some(c) => c.frames_left,
+            None => return,
+        };
         // Publishers wait while other shards' inboxes are backed up (see mesh.rs).
         let hold_data = self.outbox_len() > self.ctx.limits.cross_shard_queue;
         let metrics = self.ctx.metrics.clone();
@@ -67,9 +71,7 @@ impl Shard {
         let mut handled = 0;
         for source in [Source::Session, Source::Data] {
             if source == Source::Data && hold_data {
-                if let Some(conn) = self.conn_mut(r) {
-                    conn.input_pending = true;
-                }
+                self.defer_input(r);
                 continue;
             }
             while handled < budget {
@@ -95,13 +97,24 @@ impl Shard {
                     }
                 };
                 handled += 1;
+                if let Some(conn) = self.conn_mut(r) {
+                    conn.frames_left -= 1;
+                }
                 ShardMetrics::inc(&self.ctx.metrics.frames_in);
                 self.handle_frame(now, r, frame);
             }
         }
         if handled >= budget {
-            if let Some(conn) = self.conn_mut(r) {
+            self.defer_input(r);
+        }
+    }
+
+    /// Leaves the rest of a connection's input for the next turn.
+    fn defer_input(&mut self, r: ConnRef) {
+        if let Some(conn) = self.conn_mut(r) {
+            if !conn.input_pending {
                 conn.input_pending = true;
+                self.pending_input.push(r);
             }
         }
     }
