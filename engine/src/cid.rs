@@ -33,6 +33,38 @@ pub fn shard_of(dcid: &[u8], shards: usize) -> Option<usize> {
     (shard < shards).then_some(shard)
 }
 
+/// A connection ID as a fixed-size map key: hashing and comparing it needs no allocation, so the
+/// per-packet lookup stays allocation-free (quiche's `ConnectionId` owns a `Vec`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CidKey {
+    len: u8,
+    bytes: [u8; 20],
+}
+
+impl CidKey {
+    /// The key of a connection ID (at most 20 bytes, RFC 9000 §17.2).
+    pub fn new(cid: &[u8]) -> CidKey {
+        let len = cid.len().min(20);
+        let mut bytes = [0u8; 20];
+        bytes[..len].copy_from_slice(&cid[..len]);
+        CidKey { len: len as u8, bytes }
+    }
+
+    /// The connection ID bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for CidKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.as_slice() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Derives stateless-reset tokens from a secret that survives restarts, so that a restarted
 /// node can still reset connections its previous incarnation issued (RFC 9000 §10.3).
 #[derive(Clone)]

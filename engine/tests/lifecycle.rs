@@ -30,7 +30,7 @@ impl Drop for NodeProcess {
 
 fn spawn_node(args: &[&str], data_dir: &std::path::Path) -> NodeProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(["--metrics", "127.0.0.1:0", "--shards", "2", "--no-pin", "--log", "warn"])
+        .args(["--metrics", "127.0.0.1:0", "--no-pin", "--log", "warn"])
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
@@ -88,7 +88,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 #[test]
 fn sigterm_drains_flushes_says_goodbye_and_exits_zero() {
     let dir = temp_dir("drain");
-    let mut node = spawn_node(&["--listen", "127.0.0.1:0"], &dir);
+    let mut node = spawn_node(&["--listen", "127.0.0.1:0", "--shards", "2"], &dir);
     assert_eq!(http_status(node.http, "/readyz"), Some(200));
     assert_eq!(http_status(node.http, "/healthz"), Some(200));
     let mut sub = TestClient::connect(node.quic, "default");
@@ -122,19 +122,29 @@ fn sigterm_drains_flushes_says_goodbye_and_exits_zero() {
 #[test]
 fn a_restarted_node_resets_connections_of_its_previous_incarnation() {
     let dir = temp_dir("restart");
-    let first = spawn_node(&["--listen", "127.0.0.1:0"], &dir);
+    // One shard: quiche clients (0.30) check a reset only against the token of the node's
+    // first connection ID (a TODO in quiche's `is_stateless_reset`), not the per-CID tokens of
+    // the CIDs a connection gets when it moves between shards (docs/OPERATIONS.md).
+    let first = spawn_node(&["--listen", "127.0.0.1:0", "--shards", "1"], &dir);
     let port = first.quic.port();
     let mut client = TestClient::connect(first.quic, "default");
     client.subscribe(1, "t");
     drop(first);
     let listen = format!("127.0.0.1:{port}");
-    let second = spawn_node(&["--listen", &listen], &dir);
+    let second = spawn_node(&["--listen", &listen, "--shards", "1"], &dir);
     let started = Instant::now();
     // The old connection's next packet gets a stateless reset under the same secret, so the
     // client learns at once instead of waiting for its 30 s idle timeout.
     client.send_session(&Frame::Ping(fovea_codec::frame::Ping { ping_id: 1, sent_at_us: 0 }));
     let closed = client.wait_closed(WAIT);
-    assert!(closed.is_some(), "the client's connection ended");
+    assert!(
+        closed.is_some(),
+        "the client's connection ended (resets sent: {}, packets in: {}, handed over: {}, dropped: {})",
+        metric(second.http, "fovea_stateless_resets_sent_total"),
+        metric(second.http, "fovea_packets_in_total"),
+        metric(second.http, "fovea_packets_handed_over_total"),
+        metric(second.http, "fovea_packets_dropped_total"),
+    );
     assert!(started.elapsed() < Duration::from_secs(10), "well before the idle timeout");
     assert!(metric(second.http, "fovea_stateless_resets_sent_total") >= 1);
     // And a new connection works.

@@ -27,7 +27,7 @@ pub use conn::{Conn, Phase, CLIENT_DATA_STREAM, NODE_DATA_STREAM, SESSION_STREAM
 pub use port::ShardMsg;
 pub use session::owner_shard;
 
-use crate::cid::{self, ResetKey, CID_LEN};
+use crate::cid::{self, CidKey, ResetKey, CID_LEN};
 use crate::config::Limits;
 use crate::metrics::ShardMetrics;
 use crate::quic::{BytesFactory, QuicConn, SEND_UDP_PAYLOAD};
@@ -84,10 +84,10 @@ pub struct Shard {
     quic_config: quiche::Config,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_cid: ahash::AHashMap<quiche::ConnectionId<'static>, ConnRef>,
+    by_cid: ahash::AHashMap<CidKey, ConnRef>,
     /// CIDs of connections that moved to another shard: where to hand their packets.
-    moved: ahash::AHashMap<quiche::ConnectionId<'static>, (usize, Instant)>,
-    moved_order: std::collections::VecDeque<(Instant, quiche::ConnectionId<'static>)>,
+    moved: ahash::AHashMap<CidKey, (usize, Instant)>,
+    moved_order: std::collections::VecDeque<(Instant, CidKey)>,
     by_peer: ahash::AHashMap<[u8; 32], ConnRef>,
     dirty: Vec<ConnRef>,
     /// Connections whose input exceeded their frame budget: continued next turn.
@@ -198,6 +198,26 @@ impl Shard {
     pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8], from: SocketAddr) {
         ShardMetrics::inc(&self.ctx.metrics.packets_in);
         ShardMetrics::add(&self.ctx.metrics.bytes_in, buf.len() as u64);
+        // Short headers (every packet after the handshake) carry our fixed-length DCID right
+        // after the first byte: read it in place instead of through quiche's allocating parser.
+        let short = buf.first().is_some_and(|b| b & 0x80 == 0);
+        if short {
+            if buf.len() < 1 + CID_LEN {
+                ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
+                return;
+            }
+            let key = CidKey::new(&buf[1..1 + CID_LEN]);
+            if let Some(&r) = self.by_cid.get(&key) {
+                self.recv_on(now, r, buf, from);
+                return;
+            }
+            if let Some(owner) = self.foreign_owner(&key) {
+                self.hand_over_datagram(owner, buf, from);
+                return;
+            }
+            self.stateless_reset(key, buf.len(), from);
+            return;
+        }
         let hdr = match quiche::Header::from_slice(buf, CID_LEN) {
             Ok(h) => h,
             Err(_) => {
@@ -205,35 +225,39 @@ impl Shard {
                 return;
             }
         };
-        let dcid = hdr.dcid.clone().into_owned();
-        if let Some(&r) = self.by_cid.get(&dcid) {
+        let key = CidKey::new(&hdr.dcid);
+        if let Some(&r) = self.by_cid.get(&key) {
             self.recv_on(now, r, buf, from);
             return;
         }
-        // Ours by its shard byte but owned elsewhere, or a connection that moved: hand over.
-        let owner = match cid::shard_of(&dcid, self.ctx.shards) {
-            Some(s) if s != self.ctx.index => Some(s),
-            _ => self.moved.get(&dcid).map(|&(s, _)| s),
-        };
-        if let Some(owner) = owner {
-            ShardMetrics::inc(&self.ctx.metrics.packets_handed_over);
-            self.outbox[owner].push(ShardMsg::Datagram { data: buf.to_vec(), from });
+        if let Some(owner) = self.foreign_owner(&key) {
+            self.hand_over_datagram(owner, buf, from);
             return;
         }
         if hdr.ty != quiche::Type::Initial {
-            if hdr.ty == quiche::Type::Short {
-                self.stateless_reset(&dcid, buf.len(), from);
-            } else {
-                ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
-            }
+            ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
             return;
         }
         self.accept(now, &hdr, buf, from);
     }
 
-    fn stateless_reset(&mut self, dcid: &[u8], received_len: usize, to: SocketAddr) {
+    /// The shard that owns a connection ID we do not hold: another shard's CID, or one of a
+    /// connection that moved away after HELLO.
+    fn foreign_owner(&self, key: &CidKey) -> Option<usize> {
+        match cid::shard_of(key.as_slice(), self.ctx.shards) {
+            Some(s) if s != self.ctx.index => Some(s),
+            _ => self.moved.get(key).map(|&(s, _)| s),
+        }
+    }
+
+    fn hand_over_datagram(&mut self, owner: usize, buf: &[u8], from: SocketAddr) {
+        ShardMetrics::inc(&self.ctx.metrics.packets_handed_over);
+        self.outbox[owner].push(ShardMsg::Datagram { data: buf.to_vec(), from });
+    }
+
+    fn stateless_reset(&mut self, dcid: CidKey, received_len: usize, to: SocketAddr) {
         let mut out = vec![0u8; 64];
-        match self.ctx.reset_key.stateless_reset(dcid, received_len, &mut out) {
+        match self.ctx.reset_key.stateless_reset(dcid.as_slice(), received_len, &mut out) {
             Some(n) => {
                 out.truncate(n);
                 ShardMetrics::inc(&self.ctx.metrics.stateless_resets);
@@ -340,8 +364,8 @@ impl Shard {
         let client_dcid = hdr.dcid.clone().into_owned();
         conn.cids.push(client_dcid.clone());
         let r = self.insert_conn(conn);
-        self.by_cid.insert(scid, r);
-        self.by_cid.insert(client_dcid, r);
+        self.by_cid.insert(CidKey::new(&scid), r);
+        self.by_cid.insert(CidKey::new(&client_dcid), r);
         self.ctx.shared.connections.fetch_add(1, Ordering::Relaxed);
         ShardMetrics::inc(&m.handshakes);
         ShardMetrics::set(&m.connections, self.connection_count() as u64);
@@ -454,10 +478,10 @@ impl Shard {
         let hello_timeout = Duration::from_millis(self.ctx.limits.hello_timeout_ms);
         let mut i = 0;
         let mut blocked = false;
+        let metrics = self.ctx.metrics.clone();
         while i < self.dirty.len() {
             let r = self.dirty[i];
             i += 1;
-            let metrics = self.ctx.metrics.clone();
             let Some(conn) = self.conn_mut(r) else { continue };
             // The turn ends for this connection: its next turn gets a fresh frame budget.
             conn.frames_left = frames_per_turn;
@@ -491,10 +515,23 @@ impl Shard {
                 break;
             }
             conn.dirty = false;
-            if conn.quic.is_closed() {
+            // CIDs the peer retired (e.g. the accepting shard's, after a move) stop routing.
+            let mut retired: smallvec::SmallVec<[CidKey; 4]> = smallvec::SmallVec::new();
+            while let Some(old) = conn.quic.retired_scid_next() {
+                conn.cids.retain(|c| c.as_ref() != old.as_ref());
+                retired.push(CidKey::new(&old));
+            }
+            let closed = conn.quic.is_closed();
+            for key in retired {
+                if self.by_cid.get(&key) == Some(&r) {
+                    self.by_cid.remove(&key);
+                }
+            }
+            if closed {
                 self.reap(r);
                 continue;
             }
+            let Some(conn) = self.conn_mut(r) else { continue };
             let hello_deadline = conn.accepted_at + hello_timeout;
             if let Some(at) = conn.next_deadline(hello_deadline) {
                 if conn.timer_armed.is_none_or(|armed| at < armed) {
@@ -540,8 +577,9 @@ impl Shard {
         let Some(conn) = slot.conn.take() else { return };
         self.free.push(r.slot);
         for c in &conn.cids {
-            if self.by_cid.get(c) == Some(&r) {
-                self.by_cid.remove(c);
+            let key = CidKey::new(c);
+            if self.by_cid.get(&key) == Some(&r) {
+                self.by_cid.remove(&key);
             }
         }
         if conn.phase == Phase::Active || conn.phase == Phase::Closing {
@@ -575,9 +613,10 @@ impl Shard {
         conn.timer_armed = None;
         let expiry = now + Duration::from_millis(self.ctx.limits.idle_timeout_ms * 2);
         for c in &conn.cids {
-            self.by_cid.remove(c);
-            self.moved.insert(c.clone(), (owner, expiry));
-            self.moved_order.push_back((expiry, c.clone()));
+            let key = CidKey::new(c);
+            self.by_cid.remove(&key);
+            self.moved.insert(key, (owner, expiry));
+            self.moved_order.push_back((expiry, key));
         }
         self.ctx.shared.connections.fetch_sub(1, Ordering::Relaxed);
         ShardMetrics::set(&self.ctx.metrics.connections, self.connection_count() as u64);
@@ -602,7 +641,7 @@ impl Shard {
         conn.phase = Phase::AwaitHello;
         let r = self.insert_conn(conn);
         for c in cids {
-            self.by_cid.insert(c, r);
+            self.by_cid.insert(CidKey::new(&c), r);
         }
         ShardMetrics::set(&self.ctx.metrics.connections, self.connection_count() as u64);
         // The HELLO that made it move is still at the front of its session buffer.
