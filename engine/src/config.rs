@@ -247,3 +247,41 @@ impl NodeConfig {
             .min(crate::cid::SHARDS_MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(NodeConfig::from_toml("", Path::new("x")).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let c = NodeConfig::from_toml(
+            "[node]\nlisten = \"127.0.0.1:5000\"\n[limits]\nmax_peers = 7\nslow_consumer = \"disconnect\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.node.listen.port(), 5000);
+        assert_eq!(c.limits.max_peers, 7);
+        assert_eq!(c.limits.slow_consumer, SlowConsumerPolicy::Disconnect);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = NodeConfig::from_toml("[limits]\nmax_peer = 7\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("max_peer"), "{e}");
+        assert!(NodeConfig::from_toml("[nod]\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn inconsistent_values_are_errors() {
+        let e =
+            NodeConfig::from_toml("[limits]\nkeepalive_ms = 40000\n", Path::new("x")).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { key: "limits.keepalive_ms", .. }), "{e}");
+        let e = NodeConfig::from_toml("[limits]\nmax_payload = 0\n", Path::new("x")).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { key: "limits.max_payload", .. }), "{e}");
+    }
+}

@@ -21,6 +21,10 @@ macro_rules! shard_counters {
             pub latency_buckets: [AtomicU64; LATENCY_BUCKETS],
             /// Sum of observed latencies in microseconds.
             pub latency_sum_us: AtomicU64,
+            /// RTT of the node's own PINGs to its peers (bucket counts, `LATENCY_BOUNDS_US`).
+            pub rtt_buckets: [AtomicU64; LATENCY_BUCKETS],
+            /// Sum of observed RTTs in microseconds.
+            pub rtt_sum_us: AtomicU64,
         }
 
         const COUNTERS: &[(&str, &str, &str)] = &[ $( ($name, $kind, $help), )* ];
@@ -94,10 +98,44 @@ impl ShardMetrics {
 
     /// Records one publish-to-deliver latency.
     pub fn observe_latency_us(&self, us: u64) {
-        let i = LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
-        self.latency_buckets[i].fetch_add(1, Relaxed);
+        self.latency_buckets[bucket(us)].fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(us, Relaxed);
     }
+
+    /// Records one PING round trip measured by the node.
+    pub fn observe_rtt_us(&self, us: u64) {
+        self.rtt_buckets[bucket(us)].fetch_add(1, Relaxed);
+        self.rtt_sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+fn bucket(us: u64) -> usize {
+    LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len())
+}
+
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    shards: &[std::sync::Arc<ShardMetrics>],
+    buckets: impl Fn(&ShardMetrics) -> &[AtomicU64; LATENCY_BUCKETS],
+    sum: impl Fn(&ShardMetrics) -> &AtomicU64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    let sum_us: u64 = shards.iter().map(|s| sum(s).load(Relaxed)).sum();
+    for (i, bound) in LATENCY_BOUNDS_US.iter().map(Some).chain([None]).enumerate() {
+        cumulative += shards.iter().map(|s| buckets(s)[i].load(Relaxed)).sum::<u64>();
+        match bound {
+            Some(b) => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
+            }
+            None => {
+                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+            }
+        }
+    }
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {cumulative}", sum_us as f64 / 1e6);
 }
 
 /// Node-wide state shown next to the shard counters.
@@ -122,26 +160,22 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges<'_>) ->
         }
         let _ = writeln!(out, "{name}{{shard=\"all\"}} {total}");
     }
-    let name = "fovea_publish_to_deliver_latency_seconds";
-    let _ = writeln!(out, "# HELP {name} Time from decoding a PUBLISH to queueing its DELIVER.");
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    let mut cumulative = 0u64;
-    let mut sum_us = 0u64;
-    for s in shards {
-        sum_us += s.latency_sum_us.load(Relaxed);
-    }
-    for (i, bound) in LATENCY_BOUNDS_US.iter().map(Some).chain([None]).enumerate() {
-        cumulative += shards.iter().map(|s| s.latency_buckets[i].load(Relaxed)).sum::<u64>();
-        match bound {
-            Some(b) => {
-                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
-            }
-            None => {
-                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-            }
-        }
-    }
-    let _ = writeln!(out, "{name}_sum {}\n{name}_count {cumulative}", sum_us as f64 / 1e6);
+    render_histogram(
+        &mut out,
+        "fovea_publish_to_deliver_latency_seconds",
+        "Time from decoding a PUBLISH to queueing its DELIVER (per publish and shard).",
+        shards,
+        |s| &s.latency_buckets,
+        |s| &s.latency_sum_us,
+    );
+    render_histogram(
+        &mut out,
+        "fovea_peer_rtt_seconds",
+        "Round-trip time of the node's keep-alive PINGs to its peers.",
+        shards,
+        |s| &s.rtt_buckets,
+        |s| &s.rtt_sum_us,
+    );
     let _ = writeln!(
         out,
         "# HELP fovea_ready 1 while the node accepts new peers.\n# TYPE fovea_ready gauge"

@@ -192,3 +192,63 @@ fn each_peer_lives_on_the_shard_its_id_hashes_to() {
     drop(clients);
     node.shutdown();
 }
+
+#[test]
+fn the_node_pings_its_peers_and_records_their_rtt() {
+    let mut config = test_config(2);
+    config.limits.keepalive_ms = 200;
+    config.limits.idle_timeout_ms = 5_000;
+    let node = start_node(config);
+    let mut c = TestClient::connect(node.quic_addr, "default");
+    // The test client answers the node's PINGs; wait for the node's first RTT sample.
+    let ping = c.expect_frame(|f| matches!(f, Frame::Ping(_)), WAIT);
+    assert!(matches!(ping, Frame::Ping(_)));
+    let text_count = || {
+        metrics_text(node.http_addr)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fovea_peer_rtt_seconds_count ")
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap()
+    };
+    let deadline = Instant::now() + WAIT;
+    while text_count() == 0 {
+        assert!(Instant::now() < deadline, "no RTT sample recorded");
+        c.step(Instant::now() + Duration::from_millis(50));
+    }
+    node.shutdown();
+}
+
+#[test]
+fn the_legacy_driver_serves_pub_sub_too() {
+    let mut config = test_config(2);
+    config.node.force_legacy_driver = true;
+    let node = start_node(config);
+    let mut sub = TestClient::connect(node.quic_addr, "default");
+    sub.subscribe(1, "epoll.*");
+    let mut p = TestClient::connect(node.quic_addr, "default");
+    p.publish_acked("epoll.works", b"yes", None);
+    assert_eq!(&sub.next_deliver(WAIT).unwrap().payload[..], b"yes");
+    assert!(metrics_text(node.http_addr).contains("fovea_io_driver{driver=\"legacy\"} 1"));
+    node.shutdown();
+}
+
+#[test]
+fn check_config_accepts_a_valid_file_and_names_the_bad_key_of_an_invalid_one() {
+    let dir = temp_dir("checkconfig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[limits]\nmax_peers = 100\n").unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_perrs = 100\n").unwrap();
+    let run = |file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_fovea")).arg("--check-config").arg(file).output().unwrap()
+    };
+    let ok = run(&good);
+    assert!(ok.status.success(), "{ok:?}");
+    let err = run(&bad);
+    assert_eq!(err.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("max_perrs"), "{err:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -312,6 +312,7 @@ impl Shard {
         s.sum_us += us;
         s.samples += 1;
         s.last_seen = Some(now);
+        self.ctx.metrics.observe_rtt_us(us);
     }
 
     fn handle_hello(&mut self, now: Instant, r: ConnRef, hello: fovea_codec::frame::Hello) {

@@ -404,6 +404,16 @@ impl TestClient {
         for buf in [&mut self.session_rx, &mut self.data_rx] {
             loop {
                 match decode_frame(buf, &self.limits) {
+                    // Like a real client: answer the node's keep-alive PINGs at once.
+                    Ok(Some(Frame::Ping(p))) => {
+                        let pong = Frame::Pong(frame::Pong {
+                            ping_id: p.ping_id,
+                            sent_at_us: p.sent_at_us,
+                            received_at_us: 0,
+                        });
+                        let _ = self.conn.stream_send(0, &pong.to_bytes(), false);
+                        self.pending.push_back(Frame::Ping(p));
+                    }
                     Ok(Some(f)) => self.pending.push_back(f),
                     Ok(None) => break,
                     Err(e) => panic!("client failed to decode a node frame: {e}"),
