@@ -228,6 +228,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Drops empty read buffers so an idle connection holds no spare capacity.
+    pub fn release_idle_buffers(&mut self) {
+        for buf in [&mut self.session_rx, &mut self.data_rx] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+        if self.data_tx.is_empty() && self.data_tx.frames.capacity() > 64 {
+            self.data_tx.frames = VecDeque::new();
+        }
+    }
+
     /// During a drain: once GOODBYE and everything before it has left the queue, finish the
     /// data stream; once the peer has acknowledged all of it (quiche collects the stream), close.
     /// Returns true when the connection was closed.

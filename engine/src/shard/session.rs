@@ -107,6 +107,11 @@ impl Shard {
         if handled >= budget {
             self.defer_input(r);
         }
+        // An idle peer should cost its QUIC state and little else: give back read buffers
+        // once they are drained (the next burst allocates again).
+        if let Some(conn) = self.conn_mut(r) {
+            conn.release_idle_buffers();
+        }
     }
 
     /// Leaves the rest of a connection's input for the next turn.
