@@ -194,8 +194,21 @@ impl Shard {
         }
     }
 
-    /// Handles one datagram received on this shard's socket (or handed over by another shard).
+    /// Handles one datagram received on this shard's socket.
     pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8], from: SocketAddr) {
+        self.route_datagram(now, buf, from, false);
+    }
+
+    /// Routes a datagram; `handed_over` is true when another shard already passed it here, in
+    /// which case it is never passed on again (no ping-pong between shards for a CID that
+    /// neither holds any more, e.g. one retired while the packet was in flight).
+    fn route_datagram(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        from: SocketAddr,
+        handed_over: bool,
+    ) {
         ShardMetrics::inc(&self.ctx.metrics.packets_in);
         ShardMetrics::add(&self.ctx.metrics.bytes_in, buf.len() as u64);
         // Short headers (every packet after the handshake) carry our fixed-length DCID right
@@ -209,6 +222,10 @@ impl Shard {
             let key = CidKey::new(&buf[1..1 + CID_LEN]);
             if let Some(&r) = self.by_cid.get(&key) {
                 self.recv_on(now, r, buf, from);
+                return;
+            }
+            if handed_over {
+                ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
                 return;
             }
             if let Some(owner) = self.foreign_owner(&key) {
@@ -228,6 +245,10 @@ impl Shard {
         let key = CidKey::new(&hdr.dcid);
         if let Some(&r) = self.by_cid.get(&key) {
             self.recv_on(now, r, buf, from);
+            return;
+        }
+        if handed_over {
+            ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
             return;
         }
         if let Some(owner) = self.foreign_owner(&key) {
@@ -396,7 +417,9 @@ impl Shard {
     pub fn handle_message(&mut self, now: Instant, msg: ShardMsg) {
         ShardMetrics::inc(&self.ctx.metrics.cross_shard_in);
         match msg {
-            ShardMsg::Datagram { mut data, from } => self.handle_datagram(now, &mut data, from),
+            ShardMsg::Datagram { mut data, from } => {
+                self.route_datagram(now, &mut data, from, true)
+            }
             ShardMsg::Adopt(conn) => self.adopt(now, conn),
             other => self.handle_fanout_message(now, other),
         }
