@@ -1,9 +1,267 @@
-//! `fovea-perf`: the end-to-end performance harness (not built yet; see issue 4).
+//! `fovea-perf`: the end-to-end performance harness.
+//!
+//! Starts a release `fovea` node and the `fovea-flood` load generator on pinned cores, runs the
+//! versioned scenario set (`perf/scenarios.toml`), reads the node's own CPU time and memory from
+//! /proc, and writes a JSON result plus a markdown table (`perf/results/<stamp>.{json,md}`).
+//!
+//! The node's CPU per delivery is (utime + stime of the node process over the measured window)
+//! / deliveries in that window: the flood tool's own CPU is excluded, and nothing is inferred
+//! from wall time alone.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    eprintln!("fovea-perf is not built yet");
-    std::process::exit(2);
+#[derive(Parser, Debug)]
+#[command(name = "fovea-perf", about = "Run Fovea's end-to-end performance scenarios")]
+struct Args {
+    /// Scenario file.
+    #[arg(long, default_value = "perf/scenarios.toml")]
+    scenarios: PathBuf,
+    /// Run only the scenarios marked `quick = true` (about 2 minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Run only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Where the release binaries are.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Output directory.
+    #[arg(long, default_value = "perf/results")]
+    out: PathBuf,
+    /// Core for the node (its shards are pinned from here on), and for the flood tool.
+    #[arg(long, default_value_t = 0)]
+    node_core: usize,
+    /// Core for the flood tool.
+    #[arg(long, default_value_t = 1)]
+    flood_core: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScenarioFile {
+    version: u32,
+    scenario: Vec<Scenario>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+struct Scenario {
+    name: String,
+    /// Arguments to `fovea-flood` (the subcommand first), without `--node` and `--json`.
+    flood: Vec<String>,
+    /// Node shards.
+    #[serde(default = "one")]
+    shards: usize,
+    /// Part of the quick set.
+    #[serde(default)]
+    quick: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome {
+    scenario: Scenario,
+    flood: serde_json::Value,
+    node_cpu_ms: f64,
+    node_cpu_us_per_delivery: Option<f64>,
+    node_rss_kib_peak: u64,
+    wall_ms: u64,
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+struct NodeProcess {
+    child: Child,
+    quic: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(args: &Args, shards: usize, data_dir: &Path) -> Result<NodeProcess> {
+    let cores = (args.node_core..args.node_core + shards)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = Command::new("taskset")
+        .args(["-c", &cores])
+        .arg(args.bin_dir.join("fovea"))
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--log", "warn", "--no-pin"])
+        .args(["--shards", &shards.to_string()])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting fovea (build it with `cargo build --release`)")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).context("node readiness line")?;
+    let quic = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("quic="))
+        .context("quic= in readiness line")?
+        .to_owned();
+    Ok(NodeProcess { child, quic })
+}
+
+fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
+    let data_dir = std::env::temp_dir().join(format!("fovea-perf-{}", std::process::id()));
+    let node = start_node(args, s.shards, &data_dir)?;
+    let pid = node.child.id();
+    let cpu_before = cpu_ticks(pid)?;
+    let started = Instant::now();
+    let mut flood = Command::new("taskset")
+        .args(["-c", &args.flood_core.to_string()])
+        .arg(args.bin_dir.join("fovea-flood"))
+        .args(&s.flood)
+        .args(["--node", &node.quic, "--insecure", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting fovea-flood")?;
+    let mut rss_peak = 0;
+    while flood.try_wait()?.is_none() {
+        rss_peak = rss_peak.max(rss_kib(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(200)); // sampling interval, not a readiness wait
+    }
+    let out = flood.wait_with_output()?;
+    let cpu_after = cpu_ticks(pid)?;
+    let wall_ms = started.elapsed().as_millis() as u64;
+    let flood_json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("flood output: {}", String::from_utf8_lossy(&out.stdout)))?;
+    let cpu_ms = (cpu_after - cpu_before) as f64 * 1000.0 / ticks_per_second();
+    let deliveries = flood_json.get("deliveries").and_then(|v| v.as_f64());
+    let per_delivery = deliveries.filter(|&d| d > 0.0).map(|d| cpu_ms * 1000.0 / d);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(Outcome {
+        scenario: s.clone(),
+        flood: flood_json,
+        node_cpu_ms: cpu_ms,
+        node_cpu_us_per_delivery: per_delivery,
+        node_rss_kib_peak: rss_peak,
+        wall_ms,
+    })
+}
+
+fn environment() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .unwrap_or("")
+        .to_owned();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    serde_json::json!({
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "cpu": cpu.split(':').nth(1).unwrap_or("").trim(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "commit": commit,
+    })
+}
+
+fn markdown(outcomes: &[Outcome], env: &serde_json::Value) -> String {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Environment: kernel {}, CPU {}, {} cores, commit {}\n\n",
+        env["kernel"], env["cpu"], env["cores"], env["commit"]
+    ));
+    md.push_str("| scenario | deliveries/s | p50 µs | p99 µs | p999 µs | lost | node CPU µs/delivery | node RSS peak KiB |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|\n");
+    for o in outcomes {
+        let f = &o.flood;
+        let num = |k: &str| {
+            f.get(k).and_then(|v| v.as_f64()).map_or("-".to_owned(), |v| format!("{v:.0}"))
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            o.scenario.name,
+            num("deliveries_per_s"),
+            num("p50_us"),
+            num("p99_us"),
+            num("p999_us"),
+            num("lost"),
+            o.node_cpu_us_per_delivery.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            o.node_rss_kib_peak
+        ));
+    }
+    md
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.scenarios)
+        .with_context(|| format!("{}", args.scenarios.display()))?;
+    let file: ScenarioFile = toml::from_str(&text)?;
+    if file.version != 1 {
+        bail!("scenario file version {} is not supported", file.version);
+    }
+    let selected: Vec<&Scenario> = file
+        .scenario
+        .iter()
+        .filter(|s| !args.quick || s.quick)
+        .filter(|s| args.only.as_ref().is_none_or(|o| s.name.contains(o.as_str())))
+        .collect();
+    let env = environment();
+    let mut outcomes = Vec::new();
+    for s in selected {
+        eprintln!("== {}", s.name);
+        let o = run_scenario(&args, s)?;
+        eprintln!("   {}", serde_json::to_string(&o.flood)?);
+        outcomes.push(o);
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let json = serde_json::json!({ "environment": env, "scenario_file_version": file.version, "results": outcomes });
+    std::fs::write(args.out.join(format!("{stamp}.json")), serde_json::to_string_pretty(&json)?)?;
+    let md = markdown(&outcomes, &env);
+    std::fs::write(args.out.join(format!("{stamp}.md")), &md)?;
+    println!("{md}");
+    Ok(())
 }
