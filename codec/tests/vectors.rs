@@ -500,6 +500,11 @@ fn error_code_table_matches_error_code_all() {
         .map(|&c| (c as u64, c.name(), c.closes_connection(), c.meaning()))
         .collect();
     assert_eq!(doc, code, "docs/PROTOCOL.md §8 and ErrorCode::ALL disagree");
+    // The doc's rule: 0x00-0xFF close the connection, 0x100-0xFFFF fail only the request.
+    for &c in ErrorCode::ALL {
+        assert_eq!(c.closes_connection(), (c as u64) < 0x100, "{c} breaks the range rule");
+        assert!((c as u64) < 0x10000, "{c} is in the application range");
+    }
 }
 
 #[test]
