@@ -10,6 +10,13 @@ pub const TOPIC_DEPTH_MAX: usize = 16;
 pub const SEGMENT_LEN_MAX: usize = 64;
 /// Longest realm in bytes.
 pub const REALM_LEN_MAX: usize = 64;
+/// Most subscription ids one DELIVER lists (and so most subscriptions a node lets a peer hold).
+pub const SUB_IDS_MAX: usize = 1024;
+/// Room a frame needs beyond its payload: a DELIVER listing `SUB_IDS_MAX` 8-byte ids plus the
+/// longest topic and every header fits, so `max_frame_len = max_payload + FRAME_OVERHEAD_MAX`.
+pub const FRAME_OVERHEAD_MAX: usize = 16 * 1024;
+
+const _: () = assert!(SUB_IDS_MAX * 9 + TOPIC_LEN_MAX + 64 <= FRAME_OVERHEAD_MAX);
 
 const _: () = assert!(SEGMENT_LEN_MAX <= TOPIC_LEN_MAX);
 const _: () = assert!(REALM_LEN_MAX <= SEGMENT_LEN_MAX);
@@ -41,13 +48,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_frame_len: (1 << 20) + 4096,
+            max_frame_len: (1 << 20) + FRAME_OVERHEAD_MAX,
             max_payload: 1 << 20,
             max_topic_len: TOPIC_LEN_MAX,
             max_topic_depth: TOPIC_DEPTH_MAX,
             max_list_len: 20,
             max_sync_entries: 4096,
-            max_sub_ids: 1024,
+            max_sub_ids: SUB_IDS_MAX,
             max_string: 1024,
             max_credential: 4096,
         }

@@ -101,8 +101,6 @@ pub struct Limits {
     pub dedup_window_ms: u64,
     /// Messages queued from one shard to another before the sender stops reading publishers.
     pub cross_shard_queue: usize,
-    /// Concurrent QUIC streams a peer may open (session + data).
-    pub max_streams_per_peer: u64,
     /// QUIC connection-level receive window in bytes.
     pub conn_window_bytes: u64,
     /// QUIC per-stream receive window in bytes.
@@ -144,7 +142,6 @@ impl Default for Limits {
             dedup_window: 1_024,
             dedup_window_ms: 60_000,
             cross_shard_queue: 65_536,
-            max_streams_per_peer: 4,
             conn_window_bytes: 8 << 20,
             stream_window_bytes: 4 << 20,
         }
@@ -206,10 +203,10 @@ impl NodeConfig {
         if l.max_payload == 0 || l.max_payload > 16 << 20 {
             return invalid("limits.max_payload", "must be 1..=16 MiB");
         }
-        if l.max_topic_len == 0 || l.max_topic_len > 256 {
+        if l.max_topic_len == 0 || l.max_topic_len > fovea_codec::limits::TOPIC_LEN_MAX {
             return invalid("limits.max_topic_len", "must be 1..=256");
         }
-        if l.max_topic_depth == 0 || l.max_topic_depth > 16 {
+        if l.max_topic_depth == 0 || l.max_topic_depth > fovea_codec::limits::TOPIC_DEPTH_MAX {
             return invalid("limits.max_topic_depth", "must be 1..=16");
         }
         if l.max_peers == 0 {
@@ -224,13 +221,18 @@ impl NodeConfig {
         if l.keepalive_ms == 0 || l.keepalive_ms >= l.idle_timeout_ms {
             return invalid("limits.keepalive_ms", "must be below idle_timeout_ms");
         }
-        if l.max_streams_per_peer < 2 {
-            return invalid("limits.max_streams_per_peer", "must be at least 2");
-        }
         if l.cross_shard_queue < 64 {
             return invalid("limits.cross_shard_queue", "must be at least 64");
         }
-        if (l.stream_window_bytes as usize) < l.max_payload + 4096 {
+        if l.max_subscriptions_per_peer > fovea_codec::limits::SUB_IDS_MAX {
+            return invalid(
+                "limits.max_subscriptions_per_peer",
+                "at most 1024 (one DELIVER lists them all)",
+            );
+        }
+        if (l.stream_window_bytes as usize)
+            < l.max_payload + fovea_codec::limits::FRAME_OVERHEAD_MAX
+        {
             return invalid("limits.stream_window_bytes", "must hold one max_payload frame");
         }
         Ok(())

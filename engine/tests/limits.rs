@@ -260,3 +260,19 @@ fn ping_is_answered_with_the_echoed_id_and_timestamp() {
     assert_eq!(metric(node.http_addr, "fovea_pings_answered_total"), 1);
     node.shutdown();
 }
+
+#[test]
+fn requests_pipelined_behind_a_refused_hello_keep_the_refusal_code() {
+    let node = start_node(test_config(1));
+    let mut c = TestClient::connect_raw(node.quic_addr);
+    let Frame::Hello(mut h) = hello(random_peer_id(), "default") else { unreachable!() };
+    h.version = 2;
+    c.send_session(&Frame::Hello(h));
+    c.send_session(&Frame::Subscribe(frame::Subscribe {
+        request_id: 1,
+        sub_id: 1,
+        pattern: "t".parse().unwrap(),
+    }));
+    assert_eq!(c.wait_closed(WAIT).unwrap().code, ErrorCode::VersionUnsupported as u64);
+    node.shutdown();
+}

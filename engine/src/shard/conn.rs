@@ -19,6 +19,10 @@ pub const SESSION_STREAM: u64 = 0;
 pub const CLIENT_DATA_STREAM: u64 = 2;
 /// Node-initiated unidirectional stream: DELIVER, INVOKE, REPLY, MESSAGE.
 pub const NODE_DATA_STREAM: u64 = 3;
+/// quiche urgency of the session stream (lower is sent first).
+pub(super) const SESSION_URGENCY: u8 = 0;
+/// quiche urgency of the node data stream.
+pub(super) const DATA_URGENCY: u8 = 3;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +161,8 @@ pub struct Conn {
     pub goodbye_sent: bool,
     /// FIN sent on the node data stream after GOODBYE.
     pub fin_sent: bool,
+    /// The node data stream has been opened (and given its priority).
+    pub data_stream_open: bool,
 }
 
 impl Conn {
@@ -195,13 +201,23 @@ impl Conn {
             dropped: 0,
             goodbye_sent: false,
             fin_sent: false,
+            data_stream_open: false,
         }
     }
 
     /// Moves queued frames into quiche's stream buffers, session stream first.
     pub fn push_tx(&mut self) -> Result<(), quiche::Error> {
         self.session_tx.drain_into(&mut self.quic, SESSION_STREAM)?;
-        self.data_tx.drain_into(&mut self.quic, NODE_DATA_STREAM)
+        let had_data_stream = self.data_stream_open;
+        if !self.data_tx.is_empty() {
+            self.data_stream_open = true;
+        }
+        self.data_tx.drain_into(&mut self.quic, NODE_DATA_STREAM)?;
+        if self.data_stream_open && !had_data_stream {
+            // The stream exists once written to; deliveries yield to the session stream.
+            let _ = self.quic.stream_priority(NODE_DATA_STREAM, DATA_URGENCY, true);
+        }
+        Ok(())
     }
 
     /// Reads available stream data into the frame buffers, at most `cap` bytes buffered per

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use fovea_codec::limits::FRAME_OVERHEAD_MAX;
 use fovea_codec::{decode_frame, ErrorCode, Frame};
 
 use super::conn::Phase;
@@ -35,8 +36,8 @@ impl Shard {
         fovea_codec::Limits {
             // Payloads up to the frame limit decode; the session then answers an oversized one
             // with PAYLOAD_TOO_LARGE instead of closing the connection.
-            max_payload: l.max_payload + 4096,
-            max_frame_len: l.max_payload + 4096,
+            max_payload: l.max_payload + FRAME_OVERHEAD_MAX,
+            max_frame_len: l.max_payload + FRAME_OVERHEAD_MAX,
             max_topic_len: l.max_topic_len,
             max_topic_depth: l.max_topic_depth,
             ..fovea_codec::Limits::default()
@@ -77,7 +78,11 @@ impl Shard {
             while handled < budget {
                 let frame = {
                     let Some(conn) = self.conn_mut(r) else { return };
-                    if conn.phase != Phase::Active && conn.phase != Phase::AwaitHello {
+                    // Nothing after a frame that closes the connection is handled: its close
+                    // code must be the one the peer sees.
+                    if (conn.phase != Phase::Active && conn.phase != Phase::AwaitHello)
+                        || conn.close_with.is_some()
+                    {
                         return;
                     }
                     let buf: &mut BytesMut = match source {
@@ -126,7 +131,8 @@ impl Shard {
 
     fn close_conn(&mut self, r: ConnRef, code: ErrorCode, reason: &'static str) {
         if let Some(conn) = self.conn_mut(r) {
-            conn.close_with = Some((code as u64, reason));
+            // The first reason wins.
+            conn.close_with.get_or_insert((code as u64, reason));
         }
         self.mark_dirty(r);
     }
@@ -393,7 +399,7 @@ impl Shard {
         let l = &self.ctx.limits;
         let welcome_limits = vec![
             (1, l.max_payload as u64),
-            (2, (l.max_payload + 4096) as u64),
+            (2, (l.max_payload + FRAME_OVERHEAD_MAX) as u64),
             (3, l.max_topic_len as u64),
             (4, l.max_topic_depth as u64),
             (5, l.max_subscriptions_per_peer as u64),
@@ -405,7 +411,11 @@ impl Shard {
         conn.phase = Phase::Active;
         conn.ping_due = now + keepalive;
         let observed = conn.peer_addr;
-        let _ = conn.quic.stream_priority(super::conn::SESSION_STREAM, 0, true);
+        let _ = conn.quic.stream_priority(
+            super::conn::SESSION_STREAM,
+            super::conn::SESSION_URGENCY,
+            true,
+        );
         let welcome = Frame::Welcome(fovea_codec::frame::Welcome {
             version: VERSION,
             node_id,
