@@ -220,19 +220,9 @@ impl Shard {
                 return;
             }
             let key = CidKey::new(&buf[1..1 + CID_LEN]);
-            if let Some(&r) = self.by_cid.get(&key) {
-                self.recv_on(now, r, buf, from);
-                return;
+            if !self.route_known(now, key, buf, from, handed_over) {
+                self.stateless_reset(key, buf.len(), from);
             }
-            if handed_over {
-                ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
-                return;
-            }
-            if let Some(owner) = self.foreign_owner(&key) {
-                self.hand_over_datagram(owner, buf, from);
-                return;
-            }
-            self.stateless_reset(key, buf.len(), from);
             return;
         }
         let hdr = match quiche::Header::from_slice(buf, CID_LEN) {
@@ -242,17 +232,7 @@ impl Shard {
                 return;
             }
         };
-        let key = CidKey::new(&hdr.dcid);
-        if let Some(&r) = self.by_cid.get(&key) {
-            self.recv_on(now, r, buf, from);
-            return;
-        }
-        if handed_over {
-            ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
-            return;
-        }
-        if let Some(owner) = self.foreign_owner(&key) {
-            self.hand_over_datagram(owner, buf, from);
+        if self.route_known(now, CidKey::new(&hdr.dcid), buf, from, handed_over) {
             return;
         }
         if hdr.ty != quiche::Type::Initial {
@@ -260,6 +240,32 @@ impl Shard {
             return;
         }
         self.accept(now, &hdr, buf, from);
+    }
+
+    /// Delivers a datagram to its connection here, hands it to the shard that owns it, or drops
+    /// it if it was handed over already. False when the CID is unknown everywhere (the caller
+    /// decides between accept, stateless reset and drop).
+    fn route_known(
+        &mut self,
+        now: Instant,
+        key: CidKey,
+        buf: &mut [u8],
+        from: SocketAddr,
+        handed_over: bool,
+    ) -> bool {
+        if let Some(&r) = self.by_cid.get(&key) {
+            self.recv_on(now, r, buf, from);
+            return true;
+        }
+        if handed_over {
+            ShardMetrics::inc(&self.ctx.metrics.packets_dropped);
+            return true;
+        }
+        if let Some(owner) = self.foreign_owner(&key) {
+            self.hand_over_datagram(owner, buf, from);
+            return true;
+        }
+        false
     }
 
     /// The shard that owns a connection ID we do not hold: another shard's CID, or one of a

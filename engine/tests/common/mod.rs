@@ -96,37 +96,16 @@ fn client_config() -> quiche::Config {
 impl TestClient {
     /// Connects and completes the QUIC handshake (no HELLO yet).
     pub fn connect_raw(node: SocketAddr) -> TestClient {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let local = socket.local_addr().unwrap();
-        let mut scid = [0u8; 16];
-        boring::rand::rand_bytes(&mut scid).unwrap();
-        let scid = quiche::ConnectionId::from_vec(scid.to_vec());
-        let conn =
-            quiche::connect(Some("localhost"), &scid, local, node, &mut client_config()).unwrap();
-        let mut c = TestClient {
-            conn,
-            socket,
-            node,
-            local,
-            session_rx: BytesMut::new(),
-            data_rx: BytesMut::new(),
-            pending: VecDeque::new(),
-            next_request: 1,
-            peer_id: random_peer_id(),
-            welcome: None,
-            limits: Limits { max_sub_ids: 1 << 16, ..Limits::default() },
-        };
-        let deadline = Instant::now() + WAIT;
-        while !c.conn.is_established() {
-            assert!(!c.conn.is_closed(), "closed during handshake: {:?}", c.conn.peer_error());
-            assert!(Instant::now() < deadline, "handshake timed out");
-            c.step(deadline);
-        }
-        c
+        Self::handshake(node, WAIT).unwrap_or_else(|e| panic!("handshake: {e}"))
     }
 
-    /// Like `connect_raw`, but a refused or failed handshake is an `Err`.
-    pub fn connect_raw_result(node: SocketAddr) -> Result<TestClient, ()> {
+    /// Like `connect_raw`, but a refused or failed handshake is an `Err`; a refused handshake
+    /// gets no answer, and a few seconds is plenty on loopback.
+    pub fn connect_raw_result(node: SocketAddr) -> Result<TestClient, String> {
+        Self::handshake(node, Duration::from_secs(3))
+    }
+
+    fn handshake(node: SocketAddr, wait: Duration) -> Result<TestClient, String> {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let local = socket.local_addr().unwrap();
         let mut scid = [0u8; 16];
@@ -147,11 +126,13 @@ impl TestClient {
             welcome: None,
             limits: Limits { max_sub_ids: 1 << 16, ..Limits::default() },
         };
-        // A refused handshake gets no answer; a few seconds is plenty on loopback.
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + wait;
         while !c.conn.is_established() {
-            if c.conn.is_closed() || Instant::now() >= deadline {
-                return Err(());
+            if c.conn.is_closed() {
+                return Err(format!("closed during handshake: {:?}", c.conn.peer_error()));
+            }
+            if Instant::now() >= deadline {
+                return Err("handshake timed out".into());
             }
             c.step(deadline);
         }
