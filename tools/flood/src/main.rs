@@ -1,9 +1,231 @@
-//! `fovea-flood`: the load generator (not built yet; see issue 4).
+//! `fovea-flood`: the load generator's command line. Exit codes: 0 the run kept every promise,
+//! 1 messages were lost, duplicated or reordered (or connections failed) where the scenario
+//! promises none, 2 usage or connection errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use fovea_flood::conn::Tls;
+use fovea_flood::params::{self, Common, Connect, Fanout, Pingpong};
+use fovea_flood::schedule::Arrivals;
+use fovea_flood::FloodError;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    eprintln!("fovea-flood is not built yet");
-    std::process::exit(2);
+#[derive(Parser, Debug)]
+#[command(name = "fovea-flood", version, about = "Open-loop load generator for Fovea nodes")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Node QUIC address.
+    #[arg(long, global = true, default_value = "127.0.0.1:4433")]
+    node: String,
+    /// Do not verify the node's certificate (needed for a node's self-signed certificate).
+    #[arg(long, global = true)]
+    insecure: bool,
+    /// CA certificate (PEM) to verify the node with.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Realm named in HELLO.
+    #[arg(long, global = true, default_value = "default")]
+    realm: String,
+    /// Worker threads (one runtime and one UDP socket each).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of traffic before measuring (excluded from rates and latencies).
+    #[arg(long, global = true, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seed for Poisson schedules.
+    #[arg(long, global = true, default_value_t = 1)]
+    seed: u64,
+    /// Seconds allowed for connecting before giving up.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Seconds to wait for in-flight messages once sending stops.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    drain_timeout: f64,
+    /// Pid of the node, to report its CPU time over the measured window.
+    #[arg(long, global = true)]
+    node_pid: Option<u32>,
+    /// Print one JSON object on stdout (the human report goes to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress line.
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Publishers → topic → subscribers; latency, throughput, exact loss accounting.
+    Fanout(FanoutArgs),
+    /// PING/PONG round-trip time over N connections.
+    Pingpong(PingpongArgs),
+    /// Connection storm (handshakes per second); --hold keeps the peers connected.
+    Connect(ConnectArgs),
+    /// RPC calls through the node (not implemented yet).
+    Rpc,
+    /// Connect/subscribe/disconnect churn (not implemented yet).
+    Churn,
+}
+
+#[derive(Args, Debug)]
+struct FanoutArgs {
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Subscribing connections.
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Payload bytes (≥ 24: publisher, sequence, intended send time).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Total publish rate, messages per second over all publishers (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Poisson arrivals instead of fixed intervals.
+    #[arg(long)]
+    poisson: bool,
+    /// Topic; `{p}` is replaced by the publisher index (e.g. `bench.{p}`).
+    #[arg(long, default_value = "flood.bench")]
+    topic: String,
+    /// Subscription pattern (repeatable; `*` one segment, `**` any). Default: the topic, with
+    /// `{p}` as `*`.
+    #[arg(long)]
+    pattern: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct PingpongArgs {
+    /// Connections.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Total PING rate per second (open loop, round-robin over connections).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Poisson arrivals instead of fixed intervals.
+    #[arg(long)]
+    poisson: bool,
+}
+
+#[derive(Args, Debug)]
+struct ConnectArgs {
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Connections opened per second (0: as fast as --inflight allows).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Handshakes in flight per thread when --rate is 0.
+    #[arg(long, default_value_t = 128)]
+    inflight: usize,
+    /// Seconds to keep all connections open once connected (memory measurements).
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+}
+
+fn arrivals(poisson: bool) -> Arrivals {
+    if poisson {
+        Arrivals::Poisson
+    } else {
+        Arrivals::Uniform
+    }
+}
+
+fn common(cli: &Cli) -> Result<Common, FloodError> {
+    let mut c = Common::new(params::resolve(&cli.node)?);
+    c.tls = Tls { insecure: cli.insecure, ca: cli.ca.clone() };
+    c.realm = cli
+        .realm
+        .parse()
+        .map_err(|e| params::UsageError(format!("bad --realm {:?}: {e}", cli.realm)))?;
+    c.threads = cli.threads;
+    c.duration_s = cli.duration;
+    c.warmup_s = cli.warmup;
+    c.seed = cli.seed;
+    c.connect_timeout_s = cli.connect_timeout;
+    c.drain_timeout_s = cli.drain_timeout;
+    c.node_pid = cli.node_pid;
+    c.progress = !cli.quiet;
+    Ok(c)
+}
+
+fn run(cli: &Cli) -> Result<fovea_flood::report::Report, FloodError> {
+    let c = common(cli)?;
+    match &cli.scenario {
+        Scenario::Fanout(a) => {
+            let patterns = if a.pattern.is_empty() {
+                vec![Fanout::default_pattern(&a.topic)]
+            } else {
+                a.pattern.clone()
+            };
+            let p = Fanout {
+                publishers: a.publishers,
+                subscribers: a.subscribers,
+                payload: a.payload,
+                rate: a.rate,
+                arrivals: arrivals(a.poisson),
+                topic: a.topic.clone(),
+                patterns,
+            };
+            fovea_flood::fanout(&c, &p)
+        }
+        Scenario::Pingpong(a) => {
+            let p = Pingpong {
+                connections: a.connections,
+                rate: a.rate,
+                arrivals: arrivals(a.poisson),
+            };
+            fovea_flood::pingpong(&c, &p)
+        }
+        Scenario::Connect(a) => {
+            let p = Connect {
+                connections: a.connections,
+                rate: a.rate,
+                inflight: a.inflight,
+                hold_s: a.hold,
+            };
+            fovea_flood::connect(&c, &p)
+        }
+        Scenario::Rpc | Scenario::Churn => unreachable!("handled in main"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.scenario, Scenario::Rpc | Scenario::Churn) {
+        eprintln!("fovea-flood: this scenario is not implemented yet");
+        return ExitCode::from(2);
+    }
+    if !cli.insecure && cli.ca.is_none() {
+        eprintln!(
+            "fovea-flood: note: verifying the node's certificate with the system CAs; a node with \
+             its self-signed certificate needs --insecure (or --ca FILE)"
+        );
+    }
+    match run(&cli) {
+        Ok(report) => {
+            if cli.json {
+                eprint!("{}", report.human);
+                println!("{}", report.json);
+            } else {
+                print!("{}", report.human);
+            }
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("fovea-flood: FAILED: {}", report.failures.join("; "));
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("fovea-flood: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

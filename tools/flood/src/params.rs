@@ -1,0 +1,326 @@
+//! What a run is asked to do, checked before anything connects.
+//!
+//! The command line (`main.rs`) and the tests build these; every bound the tool promises (counts,
+//! durations, rates) is enforced here, once.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use fovea_codec::{Pattern, Realm, Topic};
+use serde::Serialize;
+
+use crate::conn::Tls;
+use crate::payload::HEADER_LEN;
+use crate::schedule::Arrivals;
+
+/// Most connections one run opens (the node's default `max_peers` is 20,000).
+pub const CONNECTIONS_MAX: usize = 50_000;
+/// Most worker threads.
+pub const THREADS_MAX: usize = 64;
+/// Longest measured duration, warm-up, hold or drain.
+pub const SECONDS_MAX: f64 = 3_600.0;
+/// Highest total send rate.
+pub const RATE_MAX: f64 = 10_000_000.0;
+/// Most (subscriber, publisher) pairs tracked (each is a small sequence tracker).
+pub const PAIRS_MAX: usize = 20_000_000;
+/// Largest payload.
+pub const PAYLOAD_MAX: usize = 1 << 20;
+/// Most patterns per subscriber (the node's per-peer subscription cap is 1,024).
+pub const PATTERNS_MAX: usize = 1_024;
+
+/// A parameter problem: the run does not start (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage<T>(msg: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(msg.into()))
+}
+
+/// Resolves `host:port` (a name resolves to its first address).
+pub fn resolve(node: &str) -> Result<SocketAddr, UsageError> {
+    let mut addrs = node.to_socket_addrs().map_err(|e| {
+        UsageError(format!("bad node address {node:?} (want HOST:PORT, e.g. 127.0.0.1:4433): {e}"))
+    })?;
+    addrs.next().ok_or_else(|| UsageError(format!("node address {node:?} resolves to nothing")))
+}
+
+/// Parameters every scenario has.
+#[derive(Debug, Clone, Serialize)]
+pub struct Common {
+    /// The node's QUIC address.
+    pub node: SocketAddr,
+    /// Certificate checking.
+    #[serde(skip)]
+    pub tls: Tls,
+    /// Realm named in HELLO.
+    #[serde(serialize_with = "ser_display")]
+    pub realm: Realm,
+    /// Worker threads (one runtime and one socket each).
+    pub threads: usize,
+    /// Measured time, after warm-up.
+    pub duration_s: f64,
+    /// Time before the measurement starts (latencies and rates not counted).
+    pub warmup_s: f64,
+    /// Seed of the schedules (Poisson arrivals).
+    pub seed: u64,
+    /// How long connecting may take before the run gives up.
+    pub connect_timeout_s: f64,
+    /// How long to wait for in-flight messages after sending stops.
+    pub drain_timeout_s: f64,
+    /// The node's pid, to read its CPU time over the measured window.
+    pub node_pid: Option<u32>,
+    /// Print a progress line every second on stderr.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Common {
+    /// Defaults for `node`: one thread, 10 s after 2 s of warm-up, insecure TLS.
+    pub fn new(node: SocketAddr) -> Common {
+        Common {
+            node,
+            tls: Tls { insecure: true, ca: None },
+            realm: "default".parse().expect("valid realm"),
+            threads: 1,
+            duration_s: 10.0,
+            warmup_s: 2.0,
+            seed: 1,
+            connect_timeout_s: 10.0,
+            drain_timeout_s: 5.0,
+            node_pid: None,
+            progress: false,
+        }
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if !(1..=THREADS_MAX).contains(&self.threads) {
+            return usage(format!("--threads must be 1..={THREADS_MAX}"));
+        }
+        for (name, v) in [
+            ("--duration", self.duration_s),
+            ("--warmup", self.warmup_s),
+            ("--connect-timeout", self.connect_timeout_s),
+            ("--drain-timeout", self.drain_timeout_s),
+        ] {
+            if !(0.0..=SECONDS_MAX).contains(&v) {
+                return usage(format!("{name} must be between 0 and {SECONDS_MAX} seconds"));
+            }
+        }
+        if self.connect_timeout_s <= 0.0 {
+            return usage("--connect-timeout must be positive");
+        }
+        if self.tls.insecure && self.tls.ca.is_some() {
+            return usage("--insecure and --ca exclude each other");
+        }
+        Ok(())
+    }
+
+    /// Measured duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+
+    /// Warm-up.
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup_s)
+    }
+}
+
+/// `fanout`: publishers send to a topic, subscribers receive through patterns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fanout {
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Subscribing connections.
+    pub subscribers: usize,
+    /// Payload bytes per message (≥ 24, the measurement header).
+    pub payload: usize,
+    /// Total publish rate (messages per second, all publishers together).
+    pub rate: f64,
+    /// Inter-arrival law.
+    #[serde(serialize_with = "ser_debug")]
+    pub arrivals: Arrivals,
+    /// Topic template; `{p}` is replaced by the publisher's index.
+    pub topic: String,
+    /// Patterns every subscriber subscribes with.
+    pub patterns: Vec<String>,
+}
+
+fn ser_debug<S: serde::Serializer, T: std::fmt::Debug>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:?}"))
+}
+
+impl Fanout {
+    /// The topic publisher `p` publishes on.
+    pub fn topic_of(&self, p: usize) -> String {
+        self.topic.replace("{p}", &p.to_string())
+    }
+
+    /// The default pattern for a topic template: the topic itself, with `{p}` as `*`.
+    pub fn default_pattern(topic: &str) -> String {
+        topic.replace("{p}", "*")
+    }
+
+    /// Checks bounds and syntax; returns each publisher's parsed topic and whether any of the
+    /// patterns matches it (which is what subscribers are then owed).
+    pub fn validate(&self) -> Result<(Vec<Topic>, Vec<bool>), UsageError> {
+        if self.publishers + self.subscribers == 0 {
+            return usage("nothing to do: --publishers and --subscribers are both 0");
+        }
+        if self.publishers + self.subscribers > CONNECTIONS_MAX {
+            return usage(format!("at most {CONNECTIONS_MAX} connections per run"));
+        }
+        if self.publishers.saturating_mul(self.subscribers) > PAIRS_MAX {
+            return usage(format!("publishers × subscribers must stay ≤ {PAIRS_MAX}"));
+        }
+        if !(HEADER_LEN..=PAYLOAD_MAX).contains(&self.payload) {
+            return usage(format!(
+                "--payload must be {HEADER_LEN}..={PAYLOAD_MAX} bytes (the first {HEADER_LEN} carry publisher, sequence and send time)"
+            ));
+        }
+        if self.publishers > 0 && !(self.rate > 0.0 && self.rate <= RATE_MAX) {
+            return usage(format!("--rate must be in (0, {RATE_MAX}] messages per second"));
+        }
+        if self.patterns.is_empty() || self.patterns.len() > PATTERNS_MAX {
+            return usage(format!("give 1..={PATTERNS_MAX} patterns"));
+        }
+        let patterns = self
+            .patterns
+            .iter()
+            .map(|p| {
+                p.parse::<Pattern>().map_err(|e| UsageError(format!("bad --pattern {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut topics = Vec::with_capacity(self.publishers);
+        let mut matched = Vec::with_capacity(self.publishers);
+        for p in 0..self.publishers {
+            let t = self.topic_of(p);
+            let topic =
+                t.parse::<Topic>().map_err(|e| UsageError(format!("bad --topic {t:?}: {e}")))?;
+            matched.push(patterns.iter().any(|pat| pat.matches(&topic)));
+            topics.push(topic);
+        }
+        Ok((topics, matched))
+    }
+}
+
+/// `pingpong`: round-trip time of PING/PONG on the session stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pingpong {
+    /// Connections.
+    pub connections: usize,
+    /// Total PING rate.
+    pub rate: f64,
+    /// Inter-arrival law.
+    #[serde(serialize_with = "ser_debug")]
+    pub arrivals: Arrivals,
+}
+
+impl Pingpong {
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if !(1..=CONNECTIONS_MAX).contains(&self.connections) {
+            return usage(format!("--connections must be 1..={CONNECTIONS_MAX}"));
+        }
+        if !(self.rate > 0.0 && self.rate <= RATE_MAX) {
+            return usage(format!("--rate must be in (0, {RATE_MAX}] pings per second"));
+        }
+        Ok(())
+    }
+}
+
+/// `connect`: a connection storm, optionally held open.
+#[derive(Debug, Clone, Serialize)]
+pub struct Connect {
+    /// Connections to open (each: QUIC handshake, HELLO, WELCOME).
+    pub connections: usize,
+    /// Connections opened per second (0: as fast as `inflight` allows).
+    pub rate: f64,
+    /// Handshakes in progress at once per thread when `rate` is 0.
+    pub inflight: usize,
+    /// Seconds to keep every connection open once all are connected.
+    pub hold_s: f64,
+}
+
+impl Connect {
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        if !(1..=CONNECTIONS_MAX).contains(&self.connections) {
+            return usage(format!("--connections must be 1..={CONNECTIONS_MAX}"));
+        }
+        if !(0.0..=RATE_MAX).contains(&self.rate) {
+            return usage(format!("--rate must be in [0, {RATE_MAX}] connections per second"));
+        }
+        if !(1..=CONNECTIONS_MAX).contains(&self.inflight) {
+            return usage("--inflight must be at least 1");
+        }
+        if !(0.0..=SECONDS_MAX).contains(&self.hold_s) {
+            return usage(format!("--hold must be between 0 and {SECONDS_MAX} seconds"));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `n` items over `threads`: how many thread `t` gets (the first ones get the remainder).
+pub fn share(n: usize, threads: usize, t: usize) -> usize {
+    n / threads + usize::from(t < n % threads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fanout() -> Fanout {
+        Fanout {
+            publishers: 3,
+            subscribers: 2,
+            payload: 64,
+            rate: 100.0,
+            arrivals: Arrivals::Uniform,
+            topic: "bench.{p}.data".into(),
+            patterns: vec!["bench.*.data".into()],
+        }
+    }
+
+    #[test]
+    fn topics_and_matches() {
+        let f = fanout();
+        let (topics, matched) = f.validate().unwrap();
+        assert_eq!(topics[2].as_str(), "bench.2.data");
+        assert_eq!(matched, vec![true; 3]);
+        let mut g = fanout();
+        g.patterns = vec!["bench.1.*".into()];
+        assert_eq!(g.validate().unwrap().1, vec![false, true, false]);
+        assert_eq!(Fanout::default_pattern("a.{p}"), "a.*");
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let mut f = fanout();
+        f.payload = 23;
+        assert!(f.validate().is_err());
+        let mut f = fanout();
+        f.patterns = vec!["a.#".into()];
+        assert!(f.validate().is_err());
+        let mut f = fanout();
+        f.rate = 0.0;
+        assert!(f.validate().is_err());
+        assert!(resolve("nonsense").is_err());
+        assert_eq!(resolve("127.0.0.1:9").unwrap().port(), 9);
+    }
+
+    #[test]
+    fn shares_add_up() {
+        for n in [0, 1, 7, 1000] {
+            for t in 1..5 {
+                assert_eq!((0..t).map(|i| share(n, t, i)).sum::<usize>(), n);
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A worker thread: one monoio runtime (io_uring, or the legacy epoll driver where io_uring is
+//! not available), one `Endpoint`, one scenario share, and the loop that drives them.
+//!
+//! A loop turn: read the socket (bounded), hand events to the scenario, fire quiche timers, let
+//! the scenario do its time-driven work (sends that are due), produce and send every pending
+//! packet, then sleep until the socket is readable or the next deadline. Nothing spins.
+//!
+//! Threads talk to the main thread through `Shared` (atomics: abort, start time, counters for
+//! the progress line) and a channel (ready, per-second latency histograms, the final tally).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fovea_codec::Realm;
+use hdrhistogram::Histogram;
+
+use crate::clock::{self, Epoch};
+use crate::conn::Tls;
+use crate::endpoint::{Endpoint, Event};
+use crate::stats::Tally;
+
+/// What a thread tells the main thread.
+#[derive(Debug)]
+pub enum Msg {
+    /// Every connection of the thread has its session (and subscriptions): ready to start.
+    Ready,
+    /// Latencies recorded since the last interval message (for the progress line).
+    Interval(Histogram<u64>),
+    /// The thread ended: its tally, or why it failed.
+    Done(usize, Result<Box<Tally>, String>),
+}
+
+/// Per-thread counters the progress line reads (written by one thread only).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Counters {
+    /// Messages sent (publishes, pings).
+    pub sent: AtomicU64,
+    /// Messages received (deliveries, pongs).
+    pub received: AtomicU64,
+    /// Errors so far.
+    pub errors: AtomicU64,
+    /// Connections with a session.
+    pub connected: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to a counter only this thread writes.
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the main thread and the workers.
+#[derive(Debug)]
+pub struct Shared {
+    /// The run's time base.
+    pub epoch: Epoch,
+    /// Set to stop every thread at once (a failure, or a timeout in the main thread).
+    pub abort: AtomicBool,
+    /// When sending starts, ns since the epoch (0 until every thread is ready).
+    pub start_ns: AtomicU64,
+    /// `connect --hold`: when held connections are let go, ns since the epoch (0 until then).
+    pub release_ns: AtomicU64,
+    /// One per thread.
+    pub counters: Vec<Counters>,
+    /// Messages each publisher sent in total, stored when it has finished.
+    pub published: Vec<AtomicU64>,
+    /// Publishers that have finished.
+    pub publishers_done: AtomicUsize,
+    /// Threads that run on io_uring (the rest on the legacy driver).
+    pub io_uring_threads: AtomicUsize,
+}
+
+impl Shared {
+    /// State for `threads` threads and `publishers` publishers.
+    pub fn new(epoch: Epoch, threads: usize, publishers: usize) -> Shared {
+        Shared {
+            epoch,
+            abort: AtomicBool::new(false),
+            start_ns: AtomicU64::new(0),
+            release_ns: AtomicU64::new(0),
+            counters: (0..threads).map(|_| Counters::default()).collect(),
+            published: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
+            publishers_done: AtomicUsize::new(0),
+            io_uring_threads: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sum of one counter over threads.
+    pub fn sum(&self, f: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A thread's handle on the shared state.
+pub struct Ctx {
+    /// Thread index.
+    pub index: usize,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    ready_sent: bool,
+    next_interval: Option<Instant>,
+}
+
+/// How often latencies go to the main thread.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+impl Ctx {
+    /// Tells the main thread this thread is ready (once).
+    pub fn ready(&mut self) {
+        if !self.ready_sent {
+            self.ready_sent = true;
+            let _ = self.tx.send(Msg::Ready);
+        }
+    }
+
+    /// When sending starts, once the main thread has said so.
+    pub fn start_ns(&self) -> Option<u64> {
+        match self.shared.start_ns.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// True when the run is being aborted.
+    pub fn aborted(&self) -> bool {
+        self.shared.abort.load(Ordering::Relaxed)
+    }
+
+    /// This thread's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters[self.index]
+    }
+
+    /// Once per second: adds the latencies recorded since the last call (`interval`) to
+    /// `total`, sends them to the main thread for the progress line and empties `interval`.
+    /// Returns when it is due next. Recording into one small histogram per delivery and merging
+    /// once a second costs less than recording twice.
+    pub fn interval(
+        &mut self,
+        now: Instant,
+        interval: &mut Histogram<u64>,
+        total: &mut Histogram<u64>,
+    ) -> Instant {
+        let due = *self.next_interval.get_or_insert(now + INTERVAL);
+        if now < due {
+            return due;
+        }
+        self.last_interval(interval, total);
+        let next = now + INTERVAL;
+        self.next_interval = Some(next);
+        next
+    }
+
+    /// Hands over what is left in `interval` (see `interval`).
+    pub fn last_interval(&mut self, interval: &mut Histogram<u64>, total: &mut Histogram<u64>) {
+        if !interval.is_empty() {
+            let _ = total.add(&*interval);
+            let _ = self.tx.send(Msg::Interval(interval.clone()));
+            interval.reset();
+        }
+    }
+}
+
+/// What the scenario wants after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Call again at this time at the latest (or when something arrives).
+    Wait(Option<Instant>),
+    /// This thread's share is complete.
+    Done,
+}
+
+/// A scenario's share of the work on one thread. Errors are fatal for the run.
+pub trait Scenario {
+    /// Opens connections (or prepares to).
+    fn start(&mut self, ep: &mut Endpoint, ctx: &mut Ctx, now: Instant) -> Result<(), String>;
+    /// Handles one event.
+    fn on_event(&mut self, ep: &mut Endpoint, ctx: &mut Ctx, ev: Event) -> Result<(), String>;
+    /// Does the work that is due at `now`.
+    fn tick(&mut self, ep: &mut Endpoint, ctx: &mut Ctx, now: Instant) -> Result<Step, String>;
+    /// Closes what is left and returns the counts.
+    fn finish(&mut self, ep: &mut Endpoint, ctx: &mut Ctx) -> Tally;
+}
+
+/// Where and how a thread connects.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The node.
+    pub node: SocketAddr,
+    /// Certificate checking.
+    pub tls: Tls,
+    /// HELLO realm.
+    pub realm: Realm,
+    /// Use the legacy driver even where io_uring works (tests of the fallback).
+    pub force_legacy: bool,
+}
+
+/// Starts a worker thread running `scenario`.
+pub fn spawn<S: Scenario + Send + 'static>(
+    index: usize,
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    target: Target,
+    scenario: S,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("flood-{index}")).spawn(move || {
+        clock::tighten_timer_slack();
+        let ctx = Ctx { index, shared, tx: tx.clone(), ready_sent: false, next_interval: None };
+        let result = run_on_runtime(ctx, target, scenario).map(Box::new);
+        let _ = tx.send(Msg::Done(index, result));
+    })
+}
+
+fn run_on_runtime<S: Scenario>(ctx: Ctx, target: Target, scenario: S) -> Result<Tally, String> {
+    if !target.force_legacy {
+        if let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(256)
+            .enable_timer()
+            .build()
+        {
+            ctx.shared.io_uring_threads.fetch_add(1, Ordering::Relaxed);
+            return rt.block_on(drive(ctx, target, scenario));
+        }
+    }
+    // io_uring refused (old kernel, seccomp): the legacy driver needs only epoll.
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(drive(ctx, target, scenario))
+}
+
+/// Turns a socket error into the message the user sees.
+fn socket_error(e: std::io::Error, node: SocketAddr) -> String {
+    if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+        format!("connection refused by {node}: nothing listens on that UDP port (is the node running, is --node right?)")
+    } else {
+        format!("socket error talking to {node}: {e}")
+    }
+}
+
+async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Tally, String> {
+    let node = target.node;
+    let mut ep = Endpoint::new(node, &target.tls, target.realm, ctx.shared.epoch)
+        .map_err(|e| socket_error(e, node))?;
+    s.start(&mut ep, &mut ctx, Instant::now())?;
+    loop {
+        if ctx.aborted() {
+            return Err("aborted".into());
+        }
+        let more = ep.recv().map_err(|e| socket_error(e, node))?;
+        let mut events = ep.take_events();
+        for ev in events.drain(..) {
+            s.on_event(&mut ep, &mut ctx, ev)?;
+        }
+        ep.restore_events(events);
+        let now = Instant::now();
+        ep.on_timers(now);
+        let step = s.tick(&mut ep, &mut ctx, now)?;
+        ep.flush(now).map_err(|e| socket_error(e, node))?;
+        let Step::Wait(next) = step else { break };
+        if more || ep.has_events() {
+            continue;
+        }
+        let next = [next, ep.next_timer()].into_iter().flatten().min();
+        ep.wait(next).await;
+    }
+    let mut tally = s.finish(&mut ep, &mut ctx);
+    // Sends the CONNECTION_CLOSEs; the node need not wait for its idle timeout.
+    let _ = ep.flush(Instant::now());
+    tally.stray_datagrams += ep.stray;
+    tally.socket_drops += crate::udp::kernel_drops(ep.local_addr()).unwrap_or(0);
+    Ok(tally)
+}
