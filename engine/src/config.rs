@@ -67,6 +67,18 @@ pub enum SlowConsumerPolicy {
     Disconnect,
 }
 
+/// How the node picks a provider for a call.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderSelection {
+    /// Each shard cycles through the providers.
+    RoundRobin,
+    /// A uniformly random provider.
+    Random,
+    /// A provider on the caller's shard if there is one, else round robin.
+    LocalFirst,
+}
+
 /// `[limits]`: every bound, with its default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +113,16 @@ pub struct Limits {
     pub dedup_window_ms: u64,
     /// Messages queued from one shard to another before the sender stops reading publishers.
     pub cross_shard_queue: usize,
+    /// Procedures one peer may provide; further REGISTERs fail with TOO_MANY_REGISTRATIONS.
+    pub max_registrations_per_peer: usize,
+    /// Calls one peer may have in flight; further CALLs fail with TOO_MANY_CALLS.
+    pub max_inflight_calls_per_peer: usize,
+    /// Deadline of a CALL that asks for none (timeout 0).
+    pub rpc_default_timeout_ms: u64,
+    /// Longest deadline a CALL may ask for (longer ones are cut to this).
+    pub rpc_max_timeout_ms: u64,
+    /// How providers are chosen.
+    pub rpc_selection: ProviderSelection,
     /// QUIC connection-level receive window in bytes.
     pub conn_window_bytes: u64,
     /// QUIC per-stream receive window in bytes.
@@ -142,6 +164,11 @@ impl Default for Limits {
             dedup_window: 1_024,
             dedup_window_ms: 60_000,
             cross_shard_queue: 65_536,
+            max_registrations_per_peer: 64,
+            max_inflight_calls_per_peer: 1_024,
+            rpc_default_timeout_ms: 30_000,
+            rpc_max_timeout_ms: 300_000,
+            rpc_selection: ProviderSelection::RoundRobin,
             conn_window_bytes: 8 << 20,
             stream_window_bytes: 4 << 20,
         }

@@ -70,6 +70,13 @@ shard_counters! {
     cross_shard_in, "fovea_cross_shard_messages_in_total", "counter", "Messages received from other shards.";
     cross_shard_queue_depth, "fovea_cross_shard_queue_depth", "gauge", "Messages waiting in this shard's inbox.";
     loop_turns, "fovea_loop_turns_total", "counter", "Event-loop turns.";
+    rpc_calls, "fovea_rpc_calls_total", "counter", "CALL frames received from callers on this shard.";
+    rpc_replies, "fovea_rpc_replies_total", "counter", "REPLYs returned to callers.";
+    rpc_errors, "fovea_rpc_errors_total", "counter", "CALL_ERRORs returned to callers (all reasons).";
+    rpc_deadline_exceeded, "fovea_rpc_deadline_exceeded_total", "counter", "Calls answered with DEADLINE_EXCEEDED.";
+    rpc_late_replies, "fovea_rpc_late_replies_total", "counter", "Replies that arrived after their call ended (dropped).";
+    rpc_retries, "fovea_rpc_retries_total", "counter", "Idempotent calls retried on another provider.";
+    messages_relayed, "fovea_messages_relayed_total", "counter", "Direct messages (SEND) relayed to their target.";
 }
 
 /// Upper bounds (µs) of the latency histogram buckets; the last bucket is +Inf.

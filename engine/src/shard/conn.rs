@@ -125,6 +125,8 @@ pub struct Conn {
     pub peer_id: [u8; 32],
     /// Realm from HELLO.
     pub realm: Option<fovea_codec::Realm>,
+    /// Procedures this peer provides.
+    pub registrations: Vec<fovea_codec::Name>,
     /// Subscriptions by the peer's subscription id.
     pub subs: ahash::AHashMap<u64, fovea_codec::Pattern>,
     /// Connection IDs issued for this connection (removed from the shard map on close).
@@ -183,6 +185,7 @@ impl Conn {
             data_tx: TxQueue::default(),
             peer_id: [0; 32],
             realm: None,
+            registrations: Vec::new(),
             subs: ahash::AHashMap::new(),
             cids: SmallVec::new(),
             accepted_at: now,

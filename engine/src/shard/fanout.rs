@@ -99,11 +99,7 @@ impl Shard {
         if !first_here || self.ctx.shards == 1 {
             return Ok(SubscribeOutcome::Ok);
         }
-        let ack = self.fanout.next_ack;
-        self.fanout.next_ack += 1;
-        self.fanout
-            .pending_ok
-            .insert(ack, PendingOk { conn: r, request_id, remaining: self.ctx.shards - 1 });
+        let ack = self.expect_acks(r, request_id, self.ctx.shards - 1);
         for dest in (0..self.ctx.shards).filter(|&s| s != self.ctx.index) {
             self.outbox[dest].push(ShardMsg::InterestAdd {
                 realm: realm.clone(),
@@ -113,6 +109,15 @@ impl Shard {
             });
         }
         Ok(SubscribeOutcome::Deferred)
+    }
+
+    /// Remembers a request to answer with OK once `remaining` shards acknowledged the change
+    /// it broadcast; returns the token they echo.
+    pub(super) fn expect_acks(&mut self, r: ConnRef, request_id: u64, remaining: usize) -> u64 {
+        let ack = self.fanout.next_ack;
+        self.fanout.next_ack += 1;
+        self.fanout.pending_ok.insert(ack, PendingOk { conn: r, request_id, remaining });
+        ack
     }
 
     /// Removes one subscription of connection `r`.
@@ -286,7 +291,7 @@ impl Shard {
                     self.send_ok(p.conn, p.request_id);
                 }
             }
-            ShardMsg::Datagram { .. } | ShardMsg::Adopt(_) => {
+            _ => {
                 unreachable!("routed by handle_message")
             }
         }

@@ -12,6 +12,7 @@
 mod conn;
 mod fanout;
 mod port;
+mod rpc;
 mod session;
 
 use std::cmp::Reverse;
@@ -103,6 +104,10 @@ pub struct Shard {
     scratch: BytesMut,
     draining: Option<Instant>,
     peers: usize,
+    rpc: rpc::Rpc,
+    /// Time of the input being handled (the injected clock), for paths that need "now" but are
+    /// reached from bookkeeping (a reaped provider's calls).
+    last_now: Instant,
 }
 
 /// Milliseconds since `start`, for tokens (which only compare times from the same shard).
@@ -135,6 +140,8 @@ impl Shard {
             scratch: BytesMut::with_capacity(64 * 1024),
             draining: None,
             peers: 0,
+            rpc: rpc::Rpc::default(),
+            last_now: now,
         }
     }
 
@@ -196,6 +203,7 @@ impl Shard {
 
     /// Handles one datagram received on this shard's socket.
     pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8], from: SocketAddr) {
+        self.last_now = now;
         self.route_datagram(now, buf, from, false);
     }
 
@@ -421,18 +429,27 @@ impl Shard {
 
     /// Handles a message from another shard.
     pub fn handle_message(&mut self, now: Instant, msg: ShardMsg) {
+        self.last_now = now;
         ShardMetrics::inc(&self.ctx.metrics.cross_shard_in);
         match msg {
             ShardMsg::Datagram { mut data, from } => {
                 self.route_datagram(now, &mut data, from, true)
             }
             ShardMsg::Adopt(conn) => self.adopt(now, conn),
+            msg @ (ShardMsg::ProviderAdd { .. }
+            | ShardMsg::ProviderRemove { .. }
+            | ShardMsg::Invoke { .. }
+            | ShardMsg::CallResult { .. }
+            | ShardMsg::Direct { .. }
+            | ShardMsg::DirectResult { .. }) => self.handle_rpc_message(now, msg),
             other => self.handle_fanout_message(now, other),
         }
     }
 
     /// Handles expired timers: quiche's loss and idle timers, HELLO deadlines, keep-alive PINGs.
     pub fn handle_timeouts(&mut self, now: Instant) {
+        self.last_now = now;
+        self.expire_calls(now);
         while let Some(&Reverse((at, r))) = self.timers.peek() {
             if at > now {
                 break;
@@ -475,7 +492,11 @@ impl Shard {
 
     /// Earliest deadline the driver must wake up for.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let conn = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (conn, self.rpc.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Produces packets of every connection with pending work into `batch`; `flush` is called
@@ -486,6 +507,7 @@ impl Shard {
         batch: &mut SendBatch,
         flush: &mut dyn FnMut(&mut SendBatch) -> bool,
     ) {
+        self.last_now = now;
         for (pkt, to) in self.immediate.drain(..) {
             let slot = batch.reserve(pkt.len());
             slot.copy_from_slice(&pkt);
@@ -612,12 +634,17 @@ impl Shard {
             }
         }
         if conn.phase == Phase::Active || conn.phase == Phase::Closing {
-            if self.by_peer.get(&conn.peer_id) == Some(&r) {
+            // A replaced connection no longer owns its peer id: the newer one keeps the
+            // session's calls.
+            let owns_peer = self.by_peer.get(&conn.peer_id) == Some(&r);
+            if owns_peer {
                 self.by_peer.remove(&conn.peer_id);
                 self.peers -= 1;
                 self.ctx.shared.peers.fetch_sub(1, Ordering::Relaxed);
             }
             self.fanout_remove_conn(r, &conn);
+            let peer = conn.peer_id;
+            self.rpc_remove_conn(r, peer, conn.realm.as_ref(), &conn.registrations, owns_peer);
         }
         if conn.phase == Phase::AwaitHello && !conn.quic.is_established() {
             self.unvalidated = self.unvalidated.saturating_sub(1);

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fovea_codec::{Pattern, Realm, Topic};
+use fovea_codec::{Name, Pattern, Realm, Topic};
 
+use super::rpc::CallOutcome;
 use super::Conn;
 
 /// A message from one shard to another, carried in batches by `mesh::Inbox`.
@@ -55,5 +56,75 @@ pub enum ShardMsg {
     InterestAck {
         /// The token.
         ack: u64,
+    },
+    /// A provider registered on the sending shard; acknowledge with `ack`.
+    ProviderAdd {
+        /// Realm.
+        realm: Realm,
+        /// Procedure.
+        procedure: Name,
+        /// The provider's shard.
+        shard: usize,
+        /// The provider's peer id.
+        peer: [u8; 32],
+        /// Token to acknowledge.
+        ack: u64,
+    },
+    /// A provider withdrew (UNREGISTER or disconnect).
+    ProviderRemove {
+        /// Realm.
+        realm: Realm,
+        /// Procedure.
+        procedure: Name,
+        /// The provider's shard.
+        shard: usize,
+        /// The provider's peer id.
+        peer: [u8; 32],
+    },
+    /// Invoke a provider owned by the receiving shard.
+    Invoke {
+        /// The caller's shard (where the answer goes).
+        caller_shard: usize,
+        /// The caller's peer id.
+        caller: [u8; 32],
+        /// The caller's call id.
+        call_id: u64,
+        /// The provider's peer id.
+        provider: [u8; 32],
+        /// Time left, ms.
+        timeout_ms: u64,
+        /// Procedure.
+        procedure: Name,
+        /// Arguments (shared, not copied).
+        payload: Bytes,
+    },
+    /// The outcome of a call, for the caller's shard.
+    CallResult {
+        /// The caller's peer id.
+        caller: [u8; 32],
+        /// The caller's call id.
+        call_id: u64,
+        /// Reply, error, or provider gone.
+        outcome: CallOutcome,
+    },
+    /// A direct message for a peer the receiving shard owns.
+    Direct {
+        /// Sender.
+        source: [u8; 32],
+        /// Recipient.
+        target: [u8; 32],
+        /// Payload.
+        payload: Bytes,
+        /// The sender's request id (0: no OK wanted).
+        request_id: u64,
+    },
+    /// Whether a direct message reached its target, for the sender's shard.
+    DirectResult {
+        /// Sender.
+        source: [u8; 32],
+        /// The sender's request id.
+        request_id: u64,
+        /// True when the target was connected.
+        delivered: bool,
     },
 }

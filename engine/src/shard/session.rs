@@ -149,7 +149,7 @@ impl Shard {
     }
 
     /// Queues a frame on the node's data stream (after any queued deliveries).
-    fn send_data(&mut self, r: ConnRef, frame: &Frame) {
+    pub(super) fn send_data_frame(&mut self, r: ConnRef, frame: &Frame) {
         let buf = self.scratch_frame();
         frame.encode(buf);
         let bytes = buf.split().freeze();
@@ -165,7 +165,13 @@ impl Shard {
         }
     }
 
-    fn send_error(&mut self, r: ConnRef, request_id: u64, code: ErrorCode, message: &'static str) {
+    pub(super) fn send_error(
+        &mut self,
+        r: ConnRef,
+        request_id: u64,
+        code: ErrorCode,
+        message: &'static str,
+    ) {
         let frame = Frame::Error(fovea_codec::frame::Error {
             request_id,
             code: code as u64,
@@ -203,7 +209,7 @@ impl Shard {
             code: code as u64,
             reason: bytes::Bytes::from_static(reason.as_bytes()),
         });
-        self.send_data(r, &frame);
+        self.send_data_frame(r, &frame);
     }
 
     fn handle_frame(&mut self, now: Instant, r: ConnRef, frame: Frame) {
@@ -242,32 +248,23 @@ impl Shard {
             Frame::Hello(_) => self.close_conn(r, ErrorCode::ProtocolViolation, "second HELLO"),
             Frame::Extension { .. } => {}
             // Requests this node does not serve yet get a typed answer, never silence.
-            Frame::Register(f) => self.send_error(
-                r,
-                f.request_id,
-                ErrorCode::Unsupported,
-                "RPC is not enabled on this node",
-            ),
-            Frame::Unregister(f) => self.send_error(
-                r,
-                f.request_id,
-                ErrorCode::Unsupported,
-                "RPC is not enabled on this node",
-            ),
-            Frame::Call(c) => {
-                let frame = Frame::CallError(fovea_codec::frame::CallError {
-                    id: c.call_id,
-                    code: ErrorCode::Unsupported as u64,
-                    message: bytes::Bytes::from_static(b"RPC is not enabled on this node"),
-                });
-                self.send_data(r, &frame);
+            Frame::Register(f) => match self.register(r, f.request_id, f.procedure) {
+                Ok(true) => self.send_ok(r, f.request_id),
+                Ok(false) => {}
+                Err((code, message)) => self.send_error(r, f.request_id, code, message),
+            },
+            Frame::Unregister(f) => match self.unregister(r, &f.procedure) {
+                Ok(()) => self.send_ok(r, f.request_id),
+                Err((code, message)) => self.send_error(r, f.request_id, code, message),
+            },
+            Frame::Call(c) => self.call(now, r, c),
+            Frame::Reply(f) => {
+                self.provider_answer(r, f.id, super::rpc::CallOutcome::Reply(f.payload))
             }
-            Frame::Send(s) => self.send_error(
-                r,
-                s.request_id,
-                ErrorCode::Unsupported,
-                "direct messages are not enabled on this node",
-            ),
+            Frame::CallError(f) => {
+                self.provider_answer(r, f.id, super::rpc::CallOutcome::Error(f.code, f.message))
+            }
+            Frame::Send(s) => self.direct(now, r, s),
             Frame::PunchRequest(p) => self.send_error(
                 r,
                 p.request_id,
@@ -292,7 +289,6 @@ impl Shard {
                 ErrorCode::Unsupported,
                 "DHT is not enabled on this node",
             ),
-            Frame::Reply(_) | Frame::CallError(_) => {}
             // Frames only a node sends, or only federation links may send.
             _ => self.close_conn(r, ErrorCode::ProtocolViolation, "frame not allowed from a peer"),
         }
@@ -387,6 +383,11 @@ impl Shard {
                 }
                 let old_conn_subs = self.take_subs(old);
                 self.drop_subs(old, old_conn_subs);
+                let regs = self.conn_mut(old).map(|c| std::mem::take(&mut c.registrations));
+                let realm = self.conn_mut(old).and_then(|c| c.realm.clone());
+                if let (Some(regs), Some(realm)) = (regs, realm) {
+                    self.rpc_remove_conn(old, hello.peer_id, Some(&realm), &regs, false);
+                }
                 self.mark_dirty(old);
                 self.peers -= 1;
                 self.ctx.shared.peers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -403,6 +404,8 @@ impl Shard {
             (3, l.max_topic_len as u64),
             (4, l.max_topic_depth as u64),
             (5, l.max_subscriptions_per_peer as u64),
+            (6, l.max_registrations_per_peer as u64),
+            (7, l.max_inflight_calls_per_peer as u64),
             (8, l.idle_timeout_ms),
             (9, l.keepalive_ms),
         ];

@@ -1,0 +1,523 @@
+//! RPC and direct messages through the node (docs/decisions/0003-rpc-routing.md).
+//!
+//! Every shard keeps a replica of the provider registry (realm, procedure) → ring of (shard,
+//! peer), updated by broadcast `ProviderAdd`/`ProviderRemove` messages, so choosing a provider
+//! is a local O(1) cursor step. A call's state lives on the caller's shard (deadline, duplicate
+//! id, in-flight limit, idempotent retry); the provider's shard only maps its invocation id back
+//! to the caller. Replies find the caller's shard by hashing its peer id.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fovea_codec::frame::{self, Frame};
+use fovea_codec::{ErrorCode, Name, Realm};
+use smallvec::SmallVec;
+
+use super::session::owner_shard;
+use super::{ConnRef, Shard, ShardMsg};
+use crate::config::ProviderSelection;
+use crate::metrics::ShardMetrics;
+
+type PeerId = [u8; 32];
+
+/// Providers of one procedure, in registration order, with this shard's round-robin cursor.
+#[derive(Default)]
+struct Ring {
+    members: Vec<(usize, PeerId)>,
+    cursor: usize,
+}
+
+/// A call in flight, kept on the caller's shard.
+struct CallState {
+    deadline: Instant,
+    realm: Realm,
+    procedure: Name,
+    payload: Bytes,
+    idempotent: bool,
+    provider: (usize, PeerId),
+    tried: SmallVec<[(usize, PeerId); 2]>,
+}
+
+/// An invocation in flight, kept on the provider's shard.
+struct Invocation {
+    caller: PeerId,
+    call_id: u64,
+    provider: ConnRef,
+}
+
+/// Outcome of a call, carried back to the caller's shard.
+pub enum CallOutcome {
+    /// REPLY payload.
+    Reply(Bytes),
+    /// CALL_ERROR code and message.
+    Error(u64, Bytes),
+    /// The provider disconnected before answering (the caller's shard may retry).
+    ProviderGone,
+}
+
+/// RPC state of one shard.
+#[derive(Default)]
+pub(super) struct Rpc {
+    rings: ahash::AHashMap<(Realm, Name), Ring>,
+    calls: ahash::AHashMap<(PeerId, u64), CallState>,
+    inflight_per_caller: ahash::AHashMap<PeerId, usize>,
+    deadlines: BinaryHeap<Reverse<(Instant, PeerId, u64)>>,
+    invocations: ahash::AHashMap<u64, Invocation>,
+    next_invocation: u64,
+}
+
+impl Rpc {
+    /// Earliest call deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+    }
+}
+
+fn err(code: ErrorCode, message: &'static str) -> (ErrorCode, &'static str) {
+    (code, message)
+}
+
+impl Shard {
+    fn peer_of(&mut self, r: ConnRef) -> Option<(PeerId, Realm)> {
+        let conn = self.conn_mut(r)?;
+        Some((conn.peer_id, conn.realm.clone()?))
+    }
+
+    /// REGISTER: this peer provides `procedure` in its realm.
+    pub(super) fn register(
+        &mut self,
+        r: ConnRef,
+        request_id: u64,
+        procedure: Name,
+    ) -> Result<bool, (ErrorCode, &'static str)> {
+        let max = self.ctx.limits.max_registrations_per_peer;
+        let Some((peer, realm)) = self.peer_of(r) else { return Ok(false) };
+        let conn = self.conn_mut(r).expect("checked above");
+        if conn.registrations.contains(&procedure) {
+            return Err(err(
+                ErrorCode::AlreadyRegistered,
+                "this peer already provides the procedure",
+            ));
+        }
+        if conn.registrations.len() >= max {
+            return Err(err(ErrorCode::TooManyRegistrations, "max_registrations_per_peer reached"));
+        }
+        conn.registrations.push(procedure.clone());
+        self.apply_provider(&realm, &procedure, self.ctx.index, peer, true);
+        if self.ctx.shards == 1 {
+            return Ok(true);
+        }
+        let ack = self.expect_acks(r, request_id, self.ctx.shards - 1);
+        for dest in (0..self.ctx.shards).filter(|&s| s != self.ctx.index) {
+            self.outbox[dest].push(ShardMsg::ProviderAdd {
+                realm: realm.clone(),
+                procedure: procedure.clone(),
+                shard: self.ctx.index,
+                peer,
+                ack,
+            });
+        }
+        Ok(false)
+    }
+
+    /// UNREGISTER.
+    pub(super) fn unregister(
+        &mut self,
+        r: ConnRef,
+        procedure: &Name,
+    ) -> Result<(), (ErrorCode, &'static str)> {
+        let Some((peer, realm)) = self.peer_of(r) else { return Ok(()) };
+        let conn = self.conn_mut(r).expect("checked above");
+        let Some(i) = conn.registrations.iter().position(|p| p == procedure) else {
+            return Err(err(
+                ErrorCode::UnknownRegistration,
+                "this peer does not provide the procedure",
+            ));
+        };
+        conn.registrations.swap_remove(i);
+        self.withdraw_provider(&realm, procedure, peer);
+        Ok(())
+    }
+
+    fn withdraw_provider(&mut self, realm: &Realm, procedure: &Name, peer: PeerId) {
+        self.apply_provider(realm, procedure, self.ctx.index, peer, false);
+        for dest in (0..self.ctx.shards).filter(|&s| s != self.ctx.index) {
+            self.outbox[dest].push(ShardMsg::ProviderRemove {
+                realm: realm.clone(),
+                procedure: procedure.clone(),
+                shard: self.ctx.index,
+                peer,
+            });
+        }
+    }
+
+    fn apply_provider(
+        &mut self,
+        realm: &Realm,
+        procedure: &Name,
+        shard: usize,
+        peer: PeerId,
+        add: bool,
+    ) {
+        let key = (realm.clone(), procedure.clone());
+        if add {
+            self.rpc.rings.entry(key).or_default().members.push((shard, peer));
+        } else if let Some(ring) = self.rpc.rings.get_mut(&key) {
+            ring.members.retain(|m| *m != (shard, peer));
+            if ring.members.is_empty() {
+                self.rpc.rings.remove(&key);
+            }
+        }
+    }
+
+    /// Picks a provider not in `exclude`: O(1) for round robin.
+    fn pick_provider(
+        &mut self,
+        realm: &Realm,
+        procedure: &Name,
+        exclude: &[(usize, PeerId)],
+    ) -> Option<(usize, PeerId)> {
+        let index = self.ctx.index;
+        let selection = self.ctx.limits.rpc_selection;
+        let ring = self.rpc.rings.get_mut(&(realm.clone(), procedure.clone()))?;
+        let n = ring.members.len();
+        if selection == ProviderSelection::LocalFirst {
+            if let Some(m) = ring.members.iter().find(|m| m.0 == index && !exclude.contains(m)) {
+                return Some(*m);
+            }
+        }
+        let start = match selection {
+            ProviderSelection::Random => rand::random::<usize>() % n,
+            _ => ring.cursor,
+        };
+        for k in 0..n {
+            let m = ring.members[(start + k) % n];
+            if !exclude.contains(&m) {
+                ring.cursor = (start + k + 1) % n;
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// CALL from connection `r`.
+    pub(super) fn call(&mut self, now: Instant, r: ConnRef, c: frame::Call) {
+        let Some((caller, realm)) = self.peer_of(r) else { return };
+        let limits = &self.ctx.limits;
+        let inflight_max = limits.max_inflight_calls_per_peer;
+        let timeout = match c.timeout_ms {
+            0 => limits.rpc_default_timeout_ms,
+            t => t.min(limits.rpc_max_timeout_ms),
+        };
+        ShardMetrics::inc(&self.ctx.metrics.rpc_calls);
+        if self.rpc.calls.contains_key(&(caller, c.call_id)) {
+            return self.call_error(
+                r,
+                c.call_id,
+                ErrorCode::DuplicateCallId,
+                "a call with this id is in flight",
+            );
+        }
+        if self.rpc.inflight_per_caller.get(&caller).copied().unwrap_or(0) >= inflight_max {
+            return self.call_error(
+                r,
+                c.call_id,
+                ErrorCode::TooManyCalls,
+                "max_inflight_calls_per_peer reached",
+            );
+        }
+        let Some(provider) = self.pick_provider(&realm, &c.procedure, &[]) else {
+            return self.call_error(
+                r,
+                c.call_id,
+                ErrorCode::NoProvider,
+                "no provider is registered",
+            );
+        };
+        let deadline = now + Duration::from_millis(timeout);
+        *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
+        self.rpc.deadlines.push(Reverse((deadline, caller, c.call_id)));
+        let state = CallState {
+            deadline,
+            realm: realm.clone(),
+            procedure: c.procedure,
+            payload: c.payload,
+            idempotent: c.idempotent,
+            provider,
+            tried: SmallVec::new(),
+        };
+        self.dispatch(now, caller, c.call_id, &state);
+        self.rpc.calls.insert((caller, c.call_id), state);
+    }
+
+    fn dispatch(&mut self, now: Instant, caller: PeerId, call_id: u64, state: &CallState) {
+        let timeout_ms = state.deadline.saturating_duration_since(now).as_millis() as u64;
+        let msg = ShardMsg::Invoke {
+            caller_shard: self.ctx.index,
+            caller,
+            call_id,
+            provider: state.provider.1,
+            timeout_ms,
+            procedure: state.procedure.clone(),
+            payload: state.payload.clone(),
+        };
+        if state.provider.0 == self.ctx.index {
+            self.handle_rpc_message(now, msg);
+        } else {
+            self.outbox[state.provider.0].push(msg);
+        }
+    }
+
+    fn call_error(&mut self, r: ConnRef, call_id: u64, code: ErrorCode, message: &'static str) {
+        ShardMetrics::inc(&self.ctx.metrics.rpc_errors);
+        let frame = Frame::CallError(frame::CallError {
+            id: call_id,
+            code: code as u64,
+            message: Bytes::from_static(message.as_bytes()),
+        });
+        self.send_data_frame(r, &frame);
+    }
+
+    /// REPLY or CALL_ERROR from a provider for one of this shard's invocations.
+    pub(super) fn provider_answer(&mut self, r: ConnRef, invocation_id: u64, outcome: CallOutcome) {
+        let Some(inv) = self.rpc.invocations.get(&invocation_id) else {
+            ShardMetrics::inc(&self.ctx.metrics.rpc_late_replies);
+            return;
+        };
+        if inv.provider != r {
+            // Only the peer that was invoked may answer.
+            return;
+        }
+        let inv = self.rpc.invocations.remove(&invocation_id).expect("present");
+        self.route_outcome(inv.caller, inv.call_id, outcome);
+    }
+
+    fn route_outcome(&mut self, caller: PeerId, call_id: u64, outcome: CallOutcome) {
+        let shard = owner_shard(&caller, self.ctx.shards);
+        let msg = ShardMsg::CallResult { caller, call_id, outcome };
+        if shard == self.ctx.index {
+            self.handle_rpc_message(self.last_now, msg);
+        } else {
+            self.outbox[shard].push(msg);
+        }
+    }
+
+    fn finish_call(&mut self, caller: PeerId, call_id: u64) -> Option<CallState> {
+        let state = self.rpc.calls.remove(&(caller, call_id))?;
+        if let Some(n) = self.rpc.inflight_per_caller.get_mut(&caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.rpc.inflight_per_caller.remove(&caller);
+            }
+        }
+        Some(state)
+    }
+
+    /// Handles RPC and direct-message traffic between shards (and the same shard's own).
+    pub(super) fn handle_rpc_message(&mut self, now: Instant, msg: ShardMsg) {
+        match msg {
+            ShardMsg::ProviderAdd { realm, procedure, shard, peer, ack } => {
+                self.apply_provider(&realm, &procedure, shard, peer, true);
+                self.outbox[shard].push(ShardMsg::InterestAck { ack });
+            }
+            ShardMsg::ProviderRemove { realm, procedure, shard, peer } => {
+                self.apply_provider(&realm, &procedure, shard, peer, false);
+            }
+            ShardMsg::Invoke {
+                caller_shard,
+                caller,
+                call_id,
+                provider,
+                timeout_ms,
+                procedure,
+                payload,
+            } => {
+                let Some(&r) = self.by_peer.get(&provider) else {
+                    let msg = ShardMsg::CallResult {
+                        caller,
+                        call_id,
+                        outcome: CallOutcome::ProviderGone,
+                    };
+                    if caller_shard == self.ctx.index {
+                        return self.handle_rpc_message(now, msg);
+                    }
+                    return self.outbox[caller_shard].push(msg);
+                };
+                self.rpc.next_invocation += 1;
+                let invocation_id = self.rpc.next_invocation;
+                self.rpc
+                    .invocations
+                    .insert(invocation_id, Invocation { caller, call_id, provider: r });
+                let frame = Frame::Invoke(frame::Invoke {
+                    invocation_id,
+                    timeout_ms,
+                    caller,
+                    procedure,
+                    payload,
+                });
+                self.send_data_frame(r, &frame);
+            }
+            ShardMsg::CallResult { caller, call_id, outcome } => {
+                self.call_result(now, caller, call_id, outcome)
+            }
+            ShardMsg::Direct { source, target, payload, request_id } => {
+                let source_shard = owner_shard(&source, self.ctx.shards);
+                let delivered = match self.by_peer.get(&target).copied() {
+                    Some(r) => {
+                        self.send_data_frame(
+                            r,
+                            &Frame::Message(frame::Message { source, payload }),
+                        );
+                        ShardMetrics::inc(&self.ctx.metrics.messages_relayed);
+                        true
+                    }
+                    None => false,
+                };
+                if request_id != 0 || !delivered {
+                    let msg = ShardMsg::DirectResult { source, request_id, delivered };
+                    if source_shard == self.ctx.index {
+                        self.handle_rpc_message(now, msg);
+                    } else {
+                        self.outbox[source_shard].push(msg);
+                    }
+                }
+            }
+            ShardMsg::DirectResult { source, request_id, delivered } => {
+                let Some(&r) = self.by_peer.get(&source) else { return };
+                if delivered {
+                    self.send_ok(r, request_id);
+                } else {
+                    self.send_error(
+                        r,
+                        request_id,
+                        ErrorCode::UnknownPeer,
+                        "no peer with this id is connected",
+                    );
+                }
+            }
+            _ => unreachable!("routed by handle_message"),
+        }
+    }
+
+    fn call_result(&mut self, now: Instant, caller: PeerId, call_id: u64, outcome: CallOutcome) {
+        let Some(state) = self.finish_call(caller, call_id) else {
+            // The deadline passed (the caller was answered) or the caller left.
+            ShardMetrics::inc(&self.ctx.metrics.rpc_late_replies);
+            return;
+        };
+        let Some(&r) = self.by_peer.get(&caller) else { return };
+        let frame = match outcome {
+            CallOutcome::Reply(payload) => {
+                ShardMetrics::inc(&self.ctx.metrics.rpc_replies);
+                Frame::Reply(frame::Reply { id: call_id, payload })
+            }
+            CallOutcome::Error(code, message) => {
+                ShardMetrics::inc(&self.ctx.metrics.rpc_errors);
+                Frame::CallError(frame::CallError { id: call_id, code, message })
+            }
+            CallOutcome::ProviderGone => {
+                if state.idempotent && now < state.deadline {
+                    let mut state = state;
+                    state.tried.push(state.provider);
+                    if let Some(next) =
+                        self.pick_provider(&state.realm, &state.procedure, &state.tried)
+                    {
+                        state.provider = next;
+                        ShardMetrics::inc(&self.ctx.metrics.rpc_retries);
+                        *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
+                        self.dispatch(now, caller, call_id, &state);
+                        self.rpc.calls.insert((caller, call_id), state);
+                        return;
+                    }
+                }
+                ShardMetrics::inc(&self.ctx.metrics.rpc_errors);
+                Frame::CallError(frame::CallError {
+                    id: call_id,
+                    code: ErrorCode::ProviderGone as u64,
+                    message: Bytes::from_static(b"the provider disconnected during the call"),
+                })
+            }
+        };
+        self.send_data_frame(r, &frame);
+    }
+
+    /// Answers calls whose deadline passed with DEADLINE_EXCEEDED.
+    pub(super) fn expire_calls(&mut self, now: Instant) {
+        while let Some(&Reverse((at, caller, call_id))) = self.rpc.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.rpc.deadlines.pop();
+            // A retried or finished call may have left a stale heap entry.
+            match self.rpc.calls.get(&(caller, call_id)) {
+                Some(s) if s.deadline == at => {}
+                _ => continue,
+            }
+            self.finish_call(caller, call_id);
+            ShardMetrics::inc(&self.ctx.metrics.rpc_deadline_exceeded);
+            if let Some(&r) = self.by_peer.get(&caller) {
+                let frame = Frame::CallError(frame::CallError {
+                    id: call_id,
+                    code: ErrorCode::DeadlineExceeded as u64,
+                    message: Bytes::from_static(b"the call's deadline passed"),
+                });
+                self.send_data_frame(r, &frame);
+            }
+        }
+    }
+
+    /// A peer's session ends: withdraw its registrations, fail the invocations it held, drop
+    /// its own calls.
+    pub(super) fn rpc_remove_conn(
+        &mut self,
+        r: ConnRef,
+        peer: PeerId,
+        realm: Option<&Realm>,
+        registrations: &[Name],
+        drop_calls: bool,
+    ) {
+        if let Some(realm) = realm {
+            for procedure in registrations {
+                self.withdraw_provider(realm, procedure, peer);
+            }
+        }
+        let gone: Vec<u64> = self
+            .rpc
+            .invocations
+            .iter()
+            .filter(|(_, inv)| inv.provider == r)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            let inv = self.rpc.invocations.remove(&id).expect("listed above");
+            self.route_outcome(inv.caller, inv.call_id, CallOutcome::ProviderGone);
+        }
+        if !drop_calls {
+            return;
+        }
+        let own: Vec<(PeerId, u64)> =
+            self.rpc.calls.keys().filter(|(c, _)| *c == peer).copied().collect();
+        for key in own {
+            self.finish_call(key.0, key.1);
+        }
+    }
+
+    /// SEND: a one-way message to another peer, routed by the target's owner shard.
+    pub(super) fn direct(&mut self, now: Instant, r: ConnRef, s: frame::Send) {
+        let Some((source, _)) = self.peer_of(r) else { return };
+        let target_shard = owner_shard(&s.target, self.ctx.shards);
+        let msg = ShardMsg::Direct {
+            source,
+            target: s.target,
+            payload: s.payload,
+            request_id: s.request_id,
+        };
+        if target_shard == self.ctx.index {
+            self.handle_rpc_message(now, msg);
+        } else {
+            self.outbox[target_shard].push(msg);
+        }
+    }
+}
