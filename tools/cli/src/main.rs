@@ -1,4 +1,4 @@
-//! `fovea-cli`: the operators' client. `pub`, `sub`, `ping` speak the Fovea protocol over QUIC;
+//! `fovea-cli`: the operators' client. `pub`, `sub`, `call`, `ping` speak the Fovea protocol over QUIC;
 //! `stats` reads the node's metrics endpoint. Human output by default, `--json` for scripts.
 //! Exit codes: 0 success, 1 the node refused or closed, 2 usage or connection errors.
 
@@ -77,6 +77,20 @@ enum Command {
         /// Exit after this many seconds.
         #[arg(long)]
         duration: Option<f64>,
+    },
+    /// Call a procedure registered by some peer and print its reply.
+    Call {
+        /// Procedure name, e.g. `math.add`.
+        procedure: String,
+        /// Arguments (the payload), or `-` for standard input.
+        #[arg(default_value = "")]
+        args: String,
+        /// Deadline in milliseconds (0: the node's default).
+        #[arg(long, default_value_t = 0)]
+        deadline_ms: u64,
+        /// The node may retry the call on another provider if the first disconnects.
+        #[arg(long)]
+        idempotent: bool,
     },
     /// Measure round trips to the node with PING/PONG.
     Ping {
@@ -162,6 +176,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Pub { topic, message, message_id } => publish(cli, topic, message, *message_id),
         Command::Sub { patterns, count, duration } => subscribe(cli, patterns, *count, *duration),
+        Command::Call { procedure, args, deadline_ms, idempotent } => {
+            call(cli, procedure, args, *deadline_ms, *idempotent)
+        }
         Command::Ping { count } => ping(cli, *count),
         Command::Stats { metrics } => stats(cli, metrics),
     }
@@ -169,13 +186,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 
 fn publish(cli: &Cli, topic: &str, message: &str, message_id: Option<u64>) -> Result<(), Failure> {
     let topic: Topic = topic.parse().map_err(|e| usage(format!("invalid topic {topic:?}: {e}")))?;
-    let payload = if message == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| usage(format!("reading stdin: {e}")))?;
-        Bytes::from(buf)
-    } else {
-        Bytes::copy_from_slice(message.as_bytes())
-    };
+    let payload = read_payload(message)?;
     let opts = options(cli)?;
     let mut client = Client::connect(&opts)?;
     let request_id = client.request_id();
@@ -251,6 +262,78 @@ fn subscribe(
     }
     client.close();
     Ok(())
+}
+
+fn read_payload(arg: &str) -> Result<Bytes, Failure> {
+    if arg == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| usage(format!("reading stdin: {e}")))?;
+        Ok(Bytes::from(buf))
+    } else {
+        Ok(Bytes::copy_from_slice(arg.as_bytes()))
+    }
+}
+
+fn call(
+    cli: &Cli,
+    procedure: &str,
+    args: &str,
+    deadline_ms: u64,
+    idempotent: bool,
+) -> Result<(), Failure> {
+    let name: fovea_codec::Name =
+        procedure.parse().map_err(|e| usage(format!("invalid procedure {procedure:?}: {e}")))?;
+    let payload = read_payload(args)?;
+    let opts = options(cli)?;
+    let mut client = Client::connect(&opts)?;
+    let call_id = client.request_id();
+    let started = Instant::now();
+    client.send(&Frame::Call(frame::Call {
+        idempotent,
+        call_id,
+        timeout_ms: deadline_ms,
+        procedure: name,
+        payload,
+    }))?;
+    // The node answers by the call's deadline at the latest; wait a little longer than that.
+    let wait =
+        Duration::from_millis(if deadline_ms == 0 { 30_000 } else { deadline_ms }) + opts.timeout;
+    let answer = client.wait_for(
+        |f| {
+            matches!(f, Frame::Reply(r) if r.id == call_id)
+                || matches!(f, Frame::CallError(e) if e.id == call_id)
+        },
+        started + wait,
+    )?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    client.close();
+    match answer {
+        Frame::Reply(r) => {
+            if cli.json {
+                let reply = String::from_utf8_lossy(&r.payload);
+                println!(
+                    "{}",
+                    serde_json::json!({ "procedure": procedure, "reply": reply, "ms": ms })
+                );
+            } else {
+                println!("{}", String::from_utf8_lossy(&r.payload));
+            }
+            Ok(())
+        }
+        Frame::CallError(e) => {
+            let name =
+                fovea_codec::ErrorCode::from_u64(e.code).map_or("APPLICATION_ERROR", |c| c.name());
+            Err(Failure {
+                code: 1,
+                message: format!(
+                    "call failed: {name} ({:#x}) {}",
+                    e.code,
+                    String::from_utf8_lossy(&e.message)
+                ),
+            })
+        }
+        _ => unreachable!("matched above"),
+    }
 }
 
 fn ping(cli: &Cli, count: u32) -> Result<(), Failure> {

@@ -128,3 +128,16 @@ fn a_rejected_request_prints_the_error_code_and_exits_one() {
     assert!(err.contains("FRAME_TOO_LARGE") || err.contains("PAYLOAD_TOO_LARGE"), "{err}");
     node.shutdown();
 }
+
+#[test]
+fn call_without_a_provider_fails_with_no_provider() {
+    let node = start_node();
+    let addr = node.quic_addr.to_string();
+    let out = cli()
+        .args(["--node", &addr, "call", "nobody.home", "x", "--deadline-ms", "2000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NO_PROVIDER"), "{out:?}");
+    node.shutdown();
+}
