@@ -4,9 +4,9 @@
 //! versioned scenario set (`perf/scenarios.toml`), reads the node's own CPU time and memory from
 //! /proc, and writes a JSON result plus a markdown table (`perf/results/<stamp>.{json,md}`).
 //!
-//! The node's CPU per delivery is (utime + stime of the node process over the measured window)
-//! / deliveries in that window: the flood tool's own CPU is excluded, and nothing is inferred
-//! from wall time alone.
+//! The node's CPU per delivery is (utime + stime of the node process over the measured window,
+//! read by `fovea-flood --node-pid`) / deliveries in that window: the flood tool's own CPU is
+//! excluded, and nothing is inferred from wall time alone.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -156,7 +156,8 @@ fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
         .args(["-c", &args.flood_core.to_string()])
         .arg(args.bin_dir.join("fovea-flood"))
         .args(&s.flood)
-        .args(["--node", &node.quic, "--insecure", "--json"])
+        .args(["--node", &node.quic, "--insecure", "--json", "--quiet"])
+        .args(["--node-pid", &pid.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -172,8 +173,13 @@ fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
     let flood_json: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("flood output: {}", String::from_utf8_lossy(&out.stdout)))?;
     let cpu_ms = (cpu_after - cpu_before) as f64 * 1000.0 / ticks_per_second();
-    let deliveries = flood_json.get("deliveries").and_then(|v| v.as_f64());
-    let per_delivery = deliveries.filter(|&d| d > 0.0).map(|d| cpu_ms * 1000.0 / d);
+    // Prefer the flood tool's figure: it reads the node's CPU over the measured window only
+    // (after connection set-up and warm-up); fall back to the whole run.
+    let per_delivery =
+        flood_json.get("node_cpu_us_per_delivery").and_then(|v| v.as_f64()).or_else(|| {
+            let deliveries = flood_json.get("deliveries").and_then(|v| v.as_f64())?;
+            (deliveries > 0.0).then(|| cpu_ms * 1000.0 / deliveries)
+        });
     drop(node);
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(Outcome {
