@@ -84,6 +84,8 @@ pub struct Conn {
     pub timer: Option<Instant>,
     /// Queued for the next flush.
     pub dirty: bool,
+    /// Queued for the next flush among the latency-sensitive connections.
+    pub urgent: bool,
     /// True once we asked to close it (a close is then expected, not an error).
     pub closing: bool,
 }
@@ -102,6 +104,7 @@ impl Conn {
             data_tx: BytesMut::new(),
             timer: None,
             dirty: true,
+            urgent: false,
             closing: false,
         }
     }

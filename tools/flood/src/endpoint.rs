@@ -15,18 +15,19 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use fovea_codec::frame::{self, Frame};
-use fovea_codec::{decode_frame, Limits, Realm};
+use bytes::{Buf, Bytes, BytesMut};
+use fovea_codec::frame::{self, types, Frame, FLAG_MESSAGE_ID};
+use fovea_codec::{decode_frame, peek_header, varint, DecodeError, Limits, Realm};
 
 use crate::clock::{poll_fd, Epoch};
 use crate::conn::{quic_config, Conn, Phase, Tls, SESSION_STREAM};
+use crate::payload::Stamp;
 use crate::udp::{self, RecvBatch, SendBatch, BATCH};
 
 /// Length of our connection IDs.
 const CID_LEN: usize = 16;
 /// recvmmsg calls per turn before the turn's work and flush run (fairness to the sender side).
-const RECV_ROUNDS: usize = 8;
+const RECV_ROUNDS: usize = 4;
 /// Timer entries are never further ahead than this, so entries made stale by later activity
 /// leave the heap within this time (quiche's idle timer is 30 s ahead and moves on every packet).
 const TIMER_HORIZON: Duration = Duration::from_secs(1);
@@ -43,14 +44,23 @@ pub enum Event {
     Welcome {
         /// Connection.
         conn: u32,
-        /// When it arrived.
-        at: Instant,
+        /// When it arrived, ns since the epoch.
+        at_ns: u64,
     },
-    /// A frame other than WELCOME and the node's PINGs.
+    /// A DELIVER (decoded only as far as the payload's measurement header).
+    Delivery {
+        /// Connection.
+        conn: u32,
+        /// When the datagram that completed it arrived, ns since the epoch.
+        at_ns: u64,
+        /// The payload's header; `None` when the payload is too short to carry one.
+        stamp: Option<Stamp>,
+    },
+    /// A frame other than WELCOME, DELIVER and the node's PINGs.
     Frame {
         /// Connection.
         conn: u32,
-        /// When the datagram that completed it was processed, ns since the epoch.
+        /// When the datagram that completed it arrived, ns since the epoch.
         at_ns: u64,
         /// The frame.
         frame: Frame,
@@ -112,6 +122,9 @@ pub struct Endpoint {
     conns: Vec<Option<Conn>>,
     by_cid: CidMap,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Connections with latency-sensitive data queued (publishes, pings): flushed first.
+    urgent: Vec<u32>,
+    /// Connections with anything else to do (ACKs, timers, handshakes).
     dirty: Vec<u32>,
     rx: RecvBatch,
     tx: SendBatch,
@@ -121,6 +134,8 @@ pub struct Endpoint {
     realm: Realm,
     epoch: Epoch,
     scratch: Box<[u8]>,
+    /// CLOCK_REALTIME minus epoch time, ns: converts kernel receive timestamps.
+    realtime_offset: i128,
     live: usize,
     /// Datagrams for no connection of ours (late packets of closed connections).
     pub stray: u64,
@@ -145,6 +160,7 @@ impl Endpoint {
             conns: Vec::new(),
             by_cid: CidMap::default(),
             timers: BinaryHeap::new(),
+            urgent: Vec::new(),
             dirty: Vec::new(),
             rx: RecvBatch::new(),
             tx: SendBatch::new(gso),
@@ -154,6 +170,7 @@ impl Endpoint {
             realm,
             epoch,
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
+            realtime_offset: 0,
             live: 0,
             stray: 0,
         })
@@ -191,32 +208,36 @@ impl Endpoint {
         self.conns.get(id as usize)?.as_ref()
     }
 
-    /// Queues a frame on the session stream.
+    /// Queues a frame on the session stream (sent ahead of other connections' ACKs).
     pub fn send_session(&mut self, id: u32, f: &Frame) {
-        if let Some(c) = self.conn_dirty(id) {
+        if let Some(c) = self.conn_urgent(id) {
             f.encode(&mut c.session_tx);
         }
     }
 
-    /// The pending bytes of the data stream, to append a frame to; marks the connection for
-    /// the next flush.
+    /// The pending bytes of the data stream, to append a frame to; the connection is flushed
+    /// ahead of other connections' ACKs.
     pub fn data_tx(&mut self, id: u32) -> Option<&mut BytesMut> {
-        self.conn_dirty(id).map(|c| &mut c.data_tx)
+        self.conn_urgent(id).map(|c| &mut c.data_tx)
     }
 
     /// Closes the connection (NO_ERROR); its `Closed` event says `expected`.
     pub fn close(&mut self, id: u32) {
-        if let Some(c) = self.conn_dirty(id) {
+        if let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) {
             c.closing = true;
             let _ = c.quic.close(true, 0, b"done");
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
-    fn conn_dirty(&mut self, id: u32) -> Option<&mut Conn> {
+    fn conn_urgent(&mut self, id: u32) -> Option<&mut Conn> {
         let c = self.conns.get_mut(id as usize)?.as_mut()?;
-        if !c.dirty {
-            c.dirty = true;
-            self.dirty.push(id);
+        if !c.urgent {
+            c.urgent = true;
+            self.urgent.push(id);
         }
         Some(c)
     }
@@ -240,43 +261,49 @@ impl Endpoint {
     }
 
     /// Reads what the socket holds (a bounded amount), feeds it to the connections and decodes
-    /// their streams. `Ok(true)`: stopped at the bound, more may be waiting.
-    pub fn recv(&mut self) -> io::Result<bool> {
+    /// their streams. Stops early, between batches, once `until` has passed (a send is due).
+    /// `Ok(true)`: stopped before the socket was empty.
+    pub fn recv(&mut self, until: Option<Instant>) -> io::Result<bool> {
+        let now = Instant::now();
+        self.realtime_offset = udp::realtime_ns() as i128 - self.epoch.ns(now) as i128;
         for _ in 0..RECV_ROUNDS {
             let n = self.rx.recv(self.fd)?;
             for i in 0..n {
-                let Some(d) = self.rx.get(i) else { continue };
-                let Some(&id) = dcid(d).and_then(|k| self.by_cid.get(&k)) else {
-                    self.stray += 1;
-                    continue;
+                let Some((buf, stamp, segment)) = self.rx.get(i) else { continue };
+                let at_ns = match stamp {
+                    Some(rt) => (rt as i128 - self.realtime_offset).max(0) as u64,
+                    None => self.epoch.ns(Instant::now()),
                 };
-                let Some(c) = self.conns[id as usize].as_mut() else { continue };
-                let info = quiche::RecvInfo { from: self.node, to: self.local };
-                // A fatal error closes the connection inside quiche; the flush reports it.
-                let _ = c.quic.recv(d, info);
-                if !c.dirty {
-                    c.dirty = true;
-                    self.dirty.push(id);
-                }
-                if c.phase == Phase::Handshake && c.quic.is_established() {
-                    c.phase = Phase::Hello;
-                    hello(&self.realm).encode(&mut c.session_tx);
-                }
-                if c.quic.is_readable() {
-                    let at = Instant::now();
-                    read_streams(
-                        c,
-                        id,
-                        at,
-                        &self.epoch,
-                        &self.limits,
-                        &mut self.scratch,
-                        &mut self.events,
-                    );
+                // A GRO buffer holds several datagrams (of different connections, even).
+                let segment = segment.unwrap_or(buf.len()).max(1);
+                for d in buf.chunks_mut(segment) {
+                    let Some(&id) = dcid(d).and_then(|k| self.by_cid.get(&k)) else {
+                        self.stray += 1;
+                        continue;
+                    };
+                    let Some(c) = self.conns[id as usize].as_mut() else { continue };
+                    let info = quiche::RecvInfo { from: self.node, to: self.local };
+                    // A fatal error closes the connection inside quiche; the flush reports it.
+                    let _ = c.quic.recv(d, info);
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(id);
+                    }
+                    if c.phase == Phase::Handshake && c.quic.is_established() {
+                        c.phase = Phase::Hello;
+                        hello(&self.realm).encode(&mut c.session_tx);
+                    }
+                    if c.quic.is_readable() {
+                        let (limits, scratch) = (&self.limits, &mut self.scratch);
+                        read_streams(c, id, at_ns, limits, scratch, &mut self.events);
+                    }
                 }
             }
             if n < BATCH {
                 return Ok(false);
+            }
+            if until.is_some_and(|d| Instant::now() >= d) {
+                return Ok(true);
             }
         }
         Ok(true)
@@ -311,69 +338,78 @@ impl Endpoint {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Produces every pending packet of the connections that need it and hands them to the
-    /// kernel; re-arms their timers; reports closed connections as events.
+    /// Produces every pending packet of the connections that need it (latency-sensitive ones
+    /// first) and hands them to the kernel; re-arms their timers; reports closed connections as
+    /// events.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        let mut i = 0;
-        while i < dirty.len() {
-            let id = dirty[i];
-            i += 1;
-            let Some(c) = self.conns[id as usize].as_mut() else { continue };
-            c.dirty = false;
-            c.push_pending();
-            loop {
-                if self.tx.is_full() {
-                    self.blocked = self.tx.flush(self.fd)?.blocked;
-                    if self.blocked {
-                        break;
-                    }
-                }
-                let slot = self.tx.slot();
-                match c.quic.send(slot) {
-                    Ok((n, _)) => self.tx.commit(n),
-                    Err(_) => {
-                        // Done, or a local error that closed the connection (reported below).
-                        self.tx.commit(0);
-                        break;
-                    }
-                }
-            }
-            if self.blocked {
-                // The kernel is full: this and the remaining connections wait for writability.
-                c.dirty = true;
-                self.dirty.push(id);
-                for &rest in &dirty[i..] {
-                    self.dirty.push(rest);
-                }
+        let urgent = std::mem::take(&mut self.urgent);
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut blocked_at = None;
+        for (k, &id) in urgent.iter().chain(dirty.iter()).enumerate() {
+            if self.flush_conn(id, now)? {
+                blocked_at = Some(k);
                 break;
             }
-            if c.quic.is_closed() {
-                let reason = c.close_reason();
-                let expected = c.closing;
-                c.phase = Phase::Closed;
-                self.by_cid.remove(&c.scid);
-                self.conns[id as usize] = None;
-                self.live -= 1;
-                self.events.push(Event::Closed { conn: id, reason, expected });
-                continue;
-            }
-            if let Some(t) = c.quic.timeout_instant() {
-                let t = t.min(now + TIMER_HORIZON);
-                if c.timer.is_none_or(|s| t < s) {
-                    c.timer = Some(t);
-                    self.timers.push(Reverse((t, id)));
+        }
+        if let Some(k) = blocked_at {
+            // The kernel is full: this connection and the rest wait for writability.
+            for &id in urgent.iter().chain(dirty.iter()).skip(k) {
+                if let Some(c) = self.conns[id as usize].as_mut() {
+                    if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(id);
+                    }
                 }
             }
         }
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
+        self.urgent = recycle(urgent, std::mem::take(&mut self.urgent));
+        self.dirty = recycle(dirty, std::mem::take(&mut self.dirty));
         if !self.tx.is_empty() {
             self.blocked = self.tx.flush(self.fd)?.blocked;
         }
         Ok(())
+    }
+
+    /// Produces one connection's packets; `Ok(true)` when the kernel refused more.
+    fn flush_conn(&mut self, id: u32, now: Instant) -> io::Result<bool> {
+        let Some(c) = self.conns[id as usize].as_mut() else { return Ok(false) };
+        c.dirty = false;
+        c.urgent = false;
+        c.push_pending();
+        loop {
+            if self.tx.is_full() {
+                self.blocked = self.tx.flush(self.fd)?.blocked;
+                if self.blocked {
+                    return Ok(true);
+                }
+            }
+            match c.quic.send(self.tx.slot()) {
+                Ok((n, _)) => self.tx.commit(n),
+                Err(_) => {
+                    // Done, or a local error that closed the connection (reported below).
+                    self.tx.commit(0);
+                    break;
+                }
+            }
+        }
+        if c.quic.is_closed() {
+            let reason = c.close_reason();
+            let expected = c.closing;
+            c.phase = Phase::Closed;
+            self.by_cid.remove(&c.scid);
+            self.conns[id as usize] = None;
+            self.live -= 1;
+            self.events.push(Event::Closed { conn: id, reason, expected });
+            return Ok(false);
+        }
+        if let Some(t) = c.quic.timeout_instant() {
+            let t = t.min(now + TIMER_HORIZON);
+            if c.timer.is_none_or(|s| t < s) {
+                c.timer = Some(t);
+                self.timers.push(Reverse((t, id)));
+            }
+        }
+        Ok(false)
     }
 
     /// Waits until the socket is readable (or writable, if a send was refused), or `deadline`
@@ -420,12 +456,70 @@ fn hello(realm: &Realm) -> Frame {
     })
 }
 
+/// Keeps the vector's allocation: `used` (emptied) unless entries were queued meanwhile.
+fn recycle(mut used: Vec<u32>, fresh: Vec<u32>) -> Vec<u32> {
+    if fresh.is_empty() {
+        used.clear();
+        used
+    } else {
+        fresh
+    }
+}
+
+/// A frame as the endpoint decodes it.
+enum Decoded {
+    Delivery(Option<Stamp>),
+    Frame(Frame),
+}
+
+/// Reads a DELIVER body just far enough to find the payload's measurement header (sub ids,
+/// flags, message id, topic, payload: docs/PROTOCOL.md §6, DELIVER). `None`: malformed (the full
+/// decoder then says why).
+fn deliver_stamp(body: &[u8]) -> Option<Option<Stamp>> {
+    let mut off = 0;
+    let next_varint = |off: &mut usize| -> Option<u64> {
+        let (v, n) = varint::decode(body.get(*off..)?)?;
+        *off += n;
+        Some(v)
+    };
+    let ids = next_varint(&mut off)?;
+    for _ in 0..ids {
+        next_varint(&mut off)?;
+    }
+    let flags = *body.get(off)?;
+    off += 1;
+    if flags & FLAG_MESSAGE_ID != 0 {
+        next_varint(&mut off)?;
+    }
+    let topic_len = next_varint(&mut off)? as usize;
+    off = off.checked_add(topic_len)?;
+    let payload_len = next_varint(&mut off)? as usize;
+    let payload = body.get(off..off.checked_add(payload_len)?)?;
+    Some(Stamp::read(payload))
+}
+
+/// The next whole frame of `buf`. DELIVER, the hot path, is not materialised: its bytes are
+/// consumed in place, so the buffer keeps being reused instead of split into shared pieces.
+fn next_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Decoded>, DecodeError> {
+    let Some(h) = peek_header(buf, limits)? else { return Ok(None) };
+    let total = h.header_len + h.body_len;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    if h.frame_type == types::DELIVER {
+        if let Some(stamp) = deliver_stamp(&buf[h.header_len..total]) {
+            buf.advance(total);
+            return Ok(Some(Decoded::Delivery(stamp)));
+        }
+    }
+    Ok(decode_frame(buf, limits)?.map(Decoded::Frame))
+}
+
 /// Drains the connection's readable streams into its buffers and decodes whole frames.
 fn read_streams(
     c: &mut Conn,
     id: u32,
-    at: Instant,
-    epoch: &Epoch,
+    at_ns: u64,
     limits: &Limits,
     scratch: &mut [u8],
     events: &mut Vec<Event>,
@@ -436,7 +530,6 @@ fn read_streams(
             buf.extend_from_slice(&scratch[..n]);
         }
     }
-    let at_ns = epoch.ns(at);
     let mut bad = None;
     for session in [true, false] {
         loop {
@@ -444,8 +537,11 @@ fn read_streams(
             if buf.is_empty() {
                 break;
             }
-            match decode_frame(buf, limits) {
-                Ok(Some(Frame::Ping(p))) => {
+            match next_frame(buf, limits) {
+                Ok(Some(Decoded::Delivery(stamp))) => {
+                    events.push(Event::Delivery { conn: id, at_ns, stamp })
+                }
+                Ok(Some(Decoded::Frame(Frame::Ping(p)))) => {
                     // The node's keep-alive: answer at once, like any client.
                     let pong = Frame::Pong(frame::Pong {
                         ping_id: p.ping_id,
@@ -454,11 +550,13 @@ fn read_streams(
                     });
                     pong.encode(&mut c.session_tx);
                 }
-                Ok(Some(Frame::Welcome(_))) => {
+                Ok(Some(Decoded::Frame(Frame::Welcome(_)))) => {
                     c.phase = Phase::Session;
-                    events.push(Event::Welcome { conn: id, at });
+                    events.push(Event::Welcome { conn: id, at_ns });
                 }
-                Ok(Some(frame)) => events.push(Event::Frame { conn: id, at_ns, frame }),
+                Ok(Some(Decoded::Frame(frame))) => {
+                    events.push(Event::Frame { conn: id, at_ns, frame })
+                }
                 Ok(None) => break,
                 Err(e) => {
                     bad = Some(e);
@@ -495,5 +593,47 @@ mod tests {
         assert_eq!(dcid(&[0x40, 1, 2]), None);
         long[5] = 8;
         assert_eq!(dcid(&long), None, "not one of our CIDs");
+    }
+
+    #[test]
+    fn deliver_fast_path_agrees_with_the_codec() {
+        let stamp = Stamp { publisher: 3, seq: 99, intended_ns: 1_234_567 };
+        let mut payload = vec![0u8; 40];
+        stamp.write(&mut payload);
+        let limits = Limits::default();
+        for (ids, message_id) in [(vec![1u64], None), (vec![7, 300, 70_000], Some(1u64 << 40))] {
+            let d = Frame::Deliver(frame::Deliver {
+                sub_ids: ids.into_iter().collect(),
+                message_id,
+                topic: "a.b.c".parse().unwrap(),
+                payload: Bytes::from(payload.clone()),
+            });
+            let mut buf = BytesMut::new();
+            d.encode(&mut buf);
+            d.encode(&mut buf);
+            let whole = buf.len();
+            // Byte by byte: nothing until a frame is whole, then exactly that frame.
+            let mut feed = BytesMut::new();
+            let mut got = 0;
+            for b in buf.iter() {
+                feed.extend_from_slice(&[*b]);
+                if let Some(Decoded::Delivery(s)) = next_frame(&mut feed, &limits).unwrap() {
+                    assert_eq!(s, Some(stamp));
+                    got += 1;
+                }
+            }
+            assert_eq!((got, feed.len()), (2, 0), "{whole} bytes");
+        }
+        // A short payload has no stamp; a truncated body is left to the codec's error.
+        let d = Frame::Deliver(frame::Deliver {
+            sub_ids: [1u64].into_iter().collect(),
+            message_id: None,
+            topic: "t".parse().unwrap(),
+            payload: Bytes::from_static(b"short"),
+        });
+        let mut buf = BytesMut::new();
+        d.encode(&mut buf);
+        assert!(matches!(next_frame(&mut buf, &limits), Ok(Some(Decoded::Delivery(None)))));
+        assert_eq!(deliver_stamp(&[1, 1, 0, 5, b'a']), None);
     }
 }

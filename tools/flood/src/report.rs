@@ -93,8 +93,32 @@ fn common_figures(m: &mut Map<String, Value>, scenario: &str, common: &Common, o
     m.insert("stray_datagrams".into(), json!(t.stray_datagrams));
     m.insert("flood_socket_drops".into(), json!(t.socket_drops));
     m.insert("flood_cpu_ms".into(), json!((o.flood_cpu.as_secs_f64() * 1e4).round() / 10.0));
+    m.insert("flood_cpu_share".into(), json!((flood_share(common, o) * 1e3).round() / 1e3));
     if let Some(cpu) = o.node_cpu {
         m.insert("node_cpu_ms".into(), json!((cpu.as_secs_f64() * 1e4).round() / 10.0));
+    }
+}
+
+/// The tool's CPU time over the window as a share of its threads' capacity.
+fn flood_share(common: &Common, o: &Outcome) -> f64 {
+    let capacity = o.window_s * common.threads as f64;
+    if capacity > 0.0 {
+        o.flood_cpu.as_secs_f64() / capacity
+    } else {
+        0.0
+    }
+}
+
+/// A warning when the generator itself was the bottleneck.
+fn saturation_line(out: &mut String, common: &Common, o: &Outcome) {
+    let share = flood_share(common, o);
+    if share > 0.9 || o.tally.socket_drops > 0 {
+        let _ = writeln!(
+            out,
+            "  warning: the generator fell behind (CPU {:.0}% of its threads, {} datagrams dropped at its socket): rates and latencies may understate the node",
+            share * 100.0,
+            o.tally.socket_drops
+        );
     }
 }
 
@@ -199,6 +223,7 @@ pub fn fanout(common: &Common, p: &Fanout, o: &Outcome) -> Report {
         o.flood_cpu.as_secs_f64() * 1e3,
         t.socket_drops
     );
+    saturation_line(&mut h, common, o);
     error_lines(&mut h, o);
 
     let mut failures = Vec::new();
@@ -269,6 +294,7 @@ pub fn pingpong(common: &Common, p: &Pingpong, o: &Outcome) -> Report {
     if let Some(cpu) = o.node_cpu {
         let _ = writeln!(h, "  node CPU     {:.1} ms over the window", cpu.as_secs_f64() * 1e3);
     }
+    saturation_line(&mut h, common, o);
     error_lines(&mut h, o);
     let mut failures = Vec::new();
     for (n, what) in [

@@ -19,8 +19,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Datagrams per `recvmmsg` / messages per `sendmmsg`.
 pub const BATCH: usize = 64;
-/// Receive slot: larger than any datagram quiche accepts (max_recv_udp_payload_size 1472).
-const RECV_SLOT: usize = 2048;
+/// Receive slot: room for a whole GRO train (up to 64 KiB of coalesced datagrams).
+const RECV_SLOT: usize = 1 << 16;
+/// `UDP_GRO` from linux/udp.h (not in the libc crate for glibc targets).
+const UDP_GRO: libc::c_int = 104;
 /// Largest packet quiche produces (max_send_udp_payload_size).
 pub const PACKET_MAX: usize = 1350;
 const GSO_SEGMENTS_MAX: usize = 64;
@@ -30,17 +32,25 @@ const SOCKET_BUFFER_BYTES: usize = 16 << 20;
 
 /// Creates a non-blocking UDP socket connected to `node`.
 pub fn connect(node: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = bound(node)?;
+    socket.connect(&node.into())?;
+    Ok(socket.into())
+}
+
+/// A non-blocking UDP socket of `node`'s family with our options, bound to an ephemeral port.
+fn bound(node: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(node), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
     set_buffers(&socket);
+    enable_rx_timestamps(&socket);
+    enable_gro(&socket);
     let local: SocketAddr = if node.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     socket.bind(&local.into())?;
-    socket.connect(&node.into())?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Large buffers: a subscriber thread receives bursts of thousands of packets (one per
@@ -78,6 +88,50 @@ fn set_buffers(socket: &Socket) {
     }
 }
 
+/// Asks the kernel to stamp each received datagram with its arrival time (CLOCK_REALTIME, ns):
+/// latency then ends when a message reached this host, not when a busy worker got to it.
+fn enable_rx_timestamps(socket: &Socket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int from a valid pointer of the given length.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Lets the kernel hand us a GSO train from the node as one buffer (with its segment size)
+/// instead of splitting it into one queued datagram per segment: one slot and far less kernel
+/// work per packet when the node batches. Best effort: without it we get the segments.
+fn enable_gro(socket: &Socket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int from a valid pointer of the given length.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// CLOCK_REALTIME now, in ns (the clock of the kernel's receive timestamps).
+pub fn realtime_ns() -> u64 {
+    // SAFETY: clock_gettime writes into the zeroed timespec we pass.
+    let mut ts: libc::timespec = unsafe { zeroed() };
+    // SAFETY: a valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Whether the kernel accepts UDP_SEGMENT on this socket.
 pub fn gso_supported(fd: RawFd) -> bool {
     let v: libc::c_int = 0;
@@ -111,9 +165,14 @@ pub fn kernel_drops(local: SocketAddr) -> Option<u64> {
     })
 }
 
+/// Control-message room per datagram: SCM_TIMESTAMPNS (16-byte header + 16-byte timespec) and
+/// UDP_GRO (16-byte header + int, padded).
+const CMSG_ROOM: usize = 96;
+
 /// Reusable buffers for `recvmmsg`.
 pub struct RecvBatch {
     bufs: Vec<[u8; RECV_SLOT]>,
+    cmsgs: Vec<[u64; CMSG_ROOM / 8]>,
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     received: usize,
@@ -130,6 +189,7 @@ impl RecvBatch {
     pub fn new() -> RecvBatch {
         RecvBatch {
             bufs: vec![[0u8; RECV_SLOT]; BATCH],
+            cmsgs: vec![[0u64; CMSG_ROOM / 8]; BATCH],
             iovs: Vec::with_capacity(BATCH),
             msgs: Vec::with_capacity(BATCH),
             received: 0,
@@ -143,11 +203,13 @@ impl RecvBatch {
         for buf in &mut self.bufs {
             self.iovs.push(libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: RECV_SLOT });
         }
-        for iov in &mut self.iovs {
-            // SAFETY: an all-zero mmsghdr is valid (no name, no control).
+        for (iov, cmsg) in self.iovs.iter_mut().zip(self.cmsgs.iter_mut()) {
+            // SAFETY: an all-zero mmsghdr is valid (no name); pointers are set below.
             let mut m: libc::mmsghdr = unsafe { zeroed() };
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = CMSG_ROOM as _;
             self.msgs.push(m);
         }
         // SAFETY: every header points at a live slot owned by `self` for the call's duration.
@@ -169,15 +231,34 @@ impl RecvBatch {
         Ok(self.received)
     }
 
-    /// The `i`-th datagram of the last `recv`; `None` when it was truncated.
+    /// The `i`-th buffer of the last `recv`: the bytes, the kernel arrival time (CLOCK_REALTIME
+    /// ns, when the kernel gave one), and the segment size when the buffer holds a GRO train of
+    /// datagrams; `None` when it was truncated.
     #[inline]
-    pub fn get(&mut self, i: usize) -> Option<&mut [u8]> {
+    pub fn get(&mut self, i: usize) -> Option<(&mut [u8], Option<u64>, Option<usize>)> {
         debug_assert!(i < self.received);
         let m = &self.msgs[i];
         if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             return None;
         }
-        Some(&mut self.bufs[i][..m.msg_len as usize])
+        let mut stamp = None;
+        let mut segment = None;
+        // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG macros walk within it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+            while !c.is_null() {
+                let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+                if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                } else if level == libc::SOL_UDP && kind == UDP_GRO {
+                    let size: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    segment = usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                c = libc::CMSG_NXTHDR(&m.msg_hdr, c);
+            }
+        }
+        Some((&mut self.bufs[i][..m.msg_len as usize], stamp, segment))
     }
 }
 
@@ -202,17 +283,23 @@ pub struct Flushed {
 
 /// A loop turn's outgoing packets.
 pub struct SendBatch {
+    /// Packet bytes; allocated (and zeroed) once, written in place.
     buf: Vec<u8>,
+    used: usize,
     msgs: Vec<OutMsg>,
     gso: bool,
     sent_from: usize,
 }
 
+/// Packets a batch holds before it must be flushed (GSO trains hold several per message).
+const BATCH_PACKETS_MAX: usize = 1024;
+
 impl SendBatch {
     /// An empty batch; `gso` merges equal-size packets into UDP_SEGMENT messages.
     pub fn new(gso: bool) -> SendBatch {
         SendBatch {
-            buf: Vec::with_capacity(BATCH * PACKET_MAX),
+            buf: vec![0u8; BATCH_PACKETS_MAX * PACKET_MAX],
+            used: 0,
             msgs: Vec::with_capacity(BATCH),
             gso,
             sent_from: 0,
@@ -222,7 +309,7 @@ impl SendBatch {
     /// True when the next packet must wait for a flush.
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.msgs.len() >= BATCH
+        self.msgs.len() >= BATCH || self.used + PACKET_MAX > self.buf.len()
     }
 
     /// True when nothing is queued.
@@ -231,22 +318,21 @@ impl SendBatch {
         self.sent_from == self.msgs.len()
     }
 
-    /// Room for one packet of up to `PACKET_MAX` bytes; fill it, then `commit` its length.
+    /// Room for one packet of up to `PACKET_MAX` bytes (only when not `is_full`); fill it,
+    /// then `commit` its length.
     #[inline]
     pub fn slot(&mut self) -> &mut [u8] {
-        let start = self.buf.len();
-        self.buf.resize(start + PACKET_MAX, 0);
-        &mut self.buf[start..]
+        &mut self.buf[self.used..self.used + PACKET_MAX]
     }
 
-    /// Keeps `len` bytes of the last `slot` as a packet (0 gives the slot back).
+    /// Keeps `len` bytes of the last `slot` as a packet (0: nothing).
     #[inline]
     pub fn commit(&mut self, len: usize) {
-        let start = self.buf.len() - PACKET_MAX;
-        self.buf.truncate(start + len);
         if len == 0 {
             return;
         }
+        let start = self.used;
+        self.used += len;
         if self.gso {
             if let Some(last) = self.msgs.last_mut() {
                 // A train is open while every segment so far has the full segment size.
@@ -332,7 +418,7 @@ impl SendBatch {
 
     fn clear(&mut self) {
         self.msgs.clear();
-        self.buf.clear();
+        self.used = 0;
         self.sent_from = 0;
     }
 }
@@ -362,6 +448,64 @@ mod tests {
             assert_eq!(n, len, "datagram {i}");
             assert!(buf[..n].iter().all(|&x| x == i as u8));
         }
+    }
+
+    #[test]
+    fn gro_trains_split_back_into_the_sent_datagrams() {
+        // Two flood sockets facing each other: one sends a GSO train, the other (GRO on)
+        // receives it as one buffer with its segment size, or as separate datagrams.
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (a, b) = (bound(loopback).unwrap(), bound(loopback).unwrap());
+        let port = |s: &Socket| s.local_addr().unwrap().as_socket().unwrap().port();
+        a.connect(&SocketAddr::from(([127, 0, 0, 1], port(&b))).into()).unwrap();
+        b.connect(&SocketAddr::from(([127, 0, 0, 1], port(&a))).into()).unwrap();
+        let mut batch = SendBatch::new(gso_supported(b.as_raw_fd()));
+        let sizes = [500usize, 500, 500, 120];
+        for (i, &len) in sizes.iter().enumerate() {
+            batch.slot()[..len].fill(i as u8 + 1);
+            batch.commit(len);
+        }
+        batch.flush(b.as_raw_fd()).unwrap();
+        let mut r = RecvBatch::new();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..1000 {
+            let n = r.recv(a.as_raw_fd()).unwrap();
+            for i in 0..n {
+                let (data, _, segment) = r.get(i).unwrap();
+                let seg = segment.unwrap_or(data.len());
+                got.extend(data.chunks(seg).map(<[u8]>::to_vec));
+            }
+            if got.len() >= sizes.len() {
+                break;
+            }
+        }
+        let lens: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert_eq!(lens, sizes);
+        for (i, d) in got.iter().enumerate() {
+            assert!(d.iter().all(|&x| x == i as u8 + 1));
+        }
+    }
+
+    #[test]
+    fn received_datagrams_carry_a_kernel_timestamp() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = connect(peer.local_addr().unwrap()).unwrap();
+        let before = realtime_ns();
+        peer.send_to(b"hello", a.local_addr().unwrap()).unwrap();
+        let mut r = RecvBatch::new();
+        let mut got = 0;
+        for _ in 0..1000 {
+            got = r.recv(a.as_raw_fd()).unwrap();
+            if got > 0 {
+                break;
+            }
+        }
+        assert_eq!(got, 1);
+        let (data, stamp, _) = r.get(0).unwrap();
+        assert_eq!(data, b"hello");
+        let stamp = stamp.expect("kernel timestamp");
+        // Stamped on arrival: after the send started, before now.
+        assert!(before <= stamp && stamp <= realtime_ns(), "{before} {stamp}");
     }
 
     #[test]

@@ -251,11 +251,14 @@ async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Ta
     let mut ep = Endpoint::new(node, &target.tls, target.realm, ctx.shared.epoch)
         .map_err(|e| socket_error(e, node))?;
     s.start(&mut ep, &mut ctx, Instant::now())?;
+    // The scenario's next deadline: reading stops between batches once it has passed, so a
+    // burst of arrivals does not make a due send late by more than a batch.
+    let mut due: Option<Instant> = None;
     loop {
         if ctx.aborted() {
             return Err("aborted".into());
         }
-        let more = ep.recv().map_err(|e| socket_error(e, node))?;
+        let more = ep.recv(due).map_err(|e| socket_error(e, node))?;
         let mut events = ep.take_events();
         for ev in events.drain(..) {
             s.on_event(&mut ep, &mut ctx, ev)?;
@@ -266,6 +269,7 @@ async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Ta
         let step = s.tick(&mut ep, &mut ctx, now)?;
         ep.flush(now).map_err(|e| socket_error(e, node))?;
         let Step::Wait(next) = step else { break };
+        due = next;
         if more || ep.has_events() {
             continue;
         }

@@ -140,14 +140,13 @@ impl Scenario for ConnectThread {
         Ok(())
     }
 
-    fn on_event(&mut self, _ep: &mut Endpoint, ctx: &mut Ctx, ev: Event) -> Result<(), String> {
+    fn on_event(&mut self, _ep: &mut Endpoint, _ctx: &mut Ctx, ev: Event) -> Result<(), String> {
         match ev {
-            Event::Welcome { conn, at } => {
+            Event::Welcome { conn, at_ns } => {
                 if let Some(intended) = self.settle(conn) {
                     self.tally.connected += 1;
                     self.tally.received += 1;
                     self.tally.received_measured += 1;
-                    let at_ns = ctx.shared.epoch.ns(at);
                     record(&mut self.interval, at_ns.saturating_sub(intended));
                 }
             }
@@ -157,7 +156,7 @@ impl Scenario for ConnectThread {
                     self.tally.error(reason);
                 }
             }
-            Event::Frame { .. } => {}
+            Event::Frame { .. } | Event::Delivery { .. } => {}
         }
         Ok(())
     }

@@ -148,8 +148,8 @@ impl FanoutThread {
         self.pubs.len() + self.subs.len()
     }
 
-    fn on_deliver(&mut self, sub: usize, at_ns: u64, d: &frame::Deliver) {
-        let Some(st) = Stamp::read(&d.payload) else {
+    fn on_deliver(&mut self, sub: usize, at_ns: u64, stamp: Option<Stamp>) {
+        let Some(st) = stamp else {
             self.tally.unexpected += 1;
             return;
         };
@@ -265,10 +265,15 @@ impl Scenario for FanoutThread {
 
     fn on_event(&mut self, ep: &mut Endpoint, ctx: &mut Ctx, ev: Event) -> Result<(), String> {
         match ev {
-            Event::Frame { conn, at_ns, frame } => {
+            Event::Delivery { conn, at_ns, stamp } => {
+                match self.roles.get(conn as usize).copied().flatten() {
+                    Some(Role::Subscriber(s)) => self.on_deliver(s, at_ns, stamp),
+                    _ => self.tally.unexpected += 1,
+                }
+            }
+            Event::Frame { conn, frame, .. } => {
                 let role = self.roles.get(conn as usize).copied().flatten();
                 match (role, frame) {
-                    (Some(Role::Subscriber(s)), Frame::Deliver(d)) => self.on_deliver(s, at_ns, &d),
                     (Some(Role::Subscriber(_)), Frame::Ok(_)) => {
                         self.pending_oks = self.pending_oks.saturating_sub(1)
                     }

@@ -177,7 +177,7 @@ impl Scenario for PingpongThread {
                     self.on_pong(local, at_ns, p.ping_id);
                 }
             }
-            Event::Frame { .. } => {}
+            Event::Frame { .. } | Event::Delivery { .. } => {}
             Event::Closed { reason, expected, .. } => {
                 if !expected {
                     if self.phase == Phase::Setup {
