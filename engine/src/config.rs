@@ -139,7 +139,7 @@ impl Default for NodeSection {
             pin_cores: true,
             force_legacy_driver: false,
             drain_timeout_ms: 5_000,
-            socket_recv_buffer_bytes: 8 << 20,
+            socket_recv_buffer_bytes: 32 << 20,
             socket_send_buffer_bytes: 8 << 20,
             gso: true,
         }

@@ -23,6 +23,9 @@ use crate::metrics::ShardMetrics;
 use crate::shard::Shard;
 use crate::udp::{RecvBatch, SendBatch, BATCH};
 
+/// Full receive batches (of `udp::BATCH` datagrams) drained before a turn must end.
+const RECV_BATCHES_PER_TURN: usize = 16;
+
 /// Which I/O driver a shard ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoDriver {
@@ -239,6 +242,7 @@ async fn shard_main(
         let socket = socket.clone();
         monoio::spawn(async move {
             let mut batch = RecvBatch::new();
+            let mut batches = 0;
             loop {
                 if socket.readable(false).await.is_err() {
                     continue;
@@ -263,10 +267,17 @@ async fn shard_main(
                     if n < BATCH {
                         break;
                     }
-                    // A full batch: serve what came in before reading more, so one busy turn
-                    // does not starve the flush.
-                    d.end_turn();
+                    // Keep draining: a flush to 1000 peers takes milliseconds, during which
+                    // their ACKs pile up in the socket buffer and, once it is full, are dropped
+                    // by the kernel (loss, retransmits, latency). After RECV_BATCHES_PER_TURN
+                    // full batches the turn ends anyway, so sends are never starved.
+                    batches += 1;
+                    if batches >= RECV_BATCHES_PER_TURN {
+                        batches = 0;
+                        d.end_turn();
+                    }
                 }
+                batches = 0;
                 d.end_turn();
             }
         });

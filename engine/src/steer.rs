@@ -38,9 +38,15 @@ pub fn bind_shard_sockets(
         }
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
-        // Best effort: the kernel caps these at net.core.{r,w}mem_max (docs/OPERATIONS.md).
-        let _ = socket.set_recv_buffer_size(recv_buffer);
-        let _ = socket.set_send_buffer_size(send_buffer);
+        // With CAP_NET_ADMIN the FORCE variants go past net.core.{r,w}mem_max; otherwise the
+        // kernel caps the plain request there (docs/OPERATIONS.md). A full receive buffer drops
+        // datagrams, so the size matters for fan-out to many peers.
+        if !force_buffer(&socket, libc::SO_RCVBUFFORCE, recv_buffer) {
+            let _ = socket.set_recv_buffer_size(recv_buffer);
+        }
+        if !force_buffer(&socket, libc::SO_SNDBUFFORCE, send_buffer) {
+            let _ = socket.set_send_buffer_size(send_buffer);
+        }
         socket.bind(&bind_addr.into())?;
         if bind_addr.port() == 0 {
             bind_addr = socket.local_addr()?.as_socket().expect("inet socket");
@@ -51,6 +57,21 @@ pub fn bind_shard_sockets(
         attach_steering(&sockets[0], shards as u32)?;
     }
     Ok(sockets.into_iter().map(Into::into).collect())
+}
+
+fn force_buffer(socket: &Socket, option: libc::c_int, bytes: usize) -> bool {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with a valid int value; failure (no CAP_NET_ADMIN) is reported.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 /// The classic-BPF steering program for `shards` sockets.
