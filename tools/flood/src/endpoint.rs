@@ -19,15 +19,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use fovea_codec::frame::{self, types, Frame, FLAG_MESSAGE_ID};
 use fovea_codec::{decode_frame, peek_header, varint, DecodeError, Limits, Realm};
 
-use crate::clock::{poll_fd, Epoch};
+use crate::clock::{poll_fd, Epoch, Waker};
 use crate::conn::{quic_config, Conn, Phase, Tls, SESSION_STREAM};
 use crate::payload::Stamp;
-use crate::udp::{self, RecvBatch, SendBatch, BATCH};
+use crate::udp::{self, RecvBatch, SendBatch};
 
 /// Length of our connection IDs.
 const CID_LEN: usize = 16;
-/// recvmmsg calls per turn before the turn's work and flush run (fairness to the sender side).
-const RECV_ROUNDS: usize = 4;
+/// Datagrams handled per turn before the turn's work and flush run: bounds how late a due send
+/// can be, and how many ACKs one flush produces.
+const PACKETS_PER_TURN: usize = 256;
 /// Timer entries are never further ahead than this, so entries made stale by later activity
 /// leave the heap within this time (quiche's idle timer is 30 s ahead and moves on every packet).
 const TIMER_HORIZON: Duration = Duration::from_secs(1);
@@ -136,6 +137,7 @@ pub struct Endpoint {
     scratch: Box<[u8]>,
     /// CLOCK_REALTIME minus epoch time, ns: converts kernel receive timestamps.
     realtime_offset: i128,
+    waker: Waker,
     live: usize,
     /// Datagrams for no connection of ours (late packets of closed connections).
     pub stray: u64,
@@ -171,6 +173,7 @@ impl Endpoint {
             epoch,
             scratch: vec![0u8; 64 << 10].into_boxed_slice(),
             realtime_offset: 0,
+            waker: Waker::default(),
             live: 0,
             stray: 0,
         })
@@ -266,9 +269,15 @@ impl Endpoint {
     pub fn recv(&mut self, until: Option<Instant>) -> io::Result<bool> {
         let now = Instant::now();
         self.realtime_offset = udp::realtime_ns() as i128 - self.epoch.ns(now) as i128;
-        for _ in 0..RECV_ROUNDS {
-            let n = self.rx.recv(self.fd)?;
-            for i in 0..n {
+        let mut packets = 0;
+        loop {
+            if !self.rx.has_pending() {
+                let n = self.rx.recv(self.fd)?;
+                if n == 0 {
+                    return Ok(false);
+                }
+            }
+            while let Some(i) = self.rx.next_index() {
                 let Some((buf, stamp, segment)) = self.rx.get(i) else { continue };
                 let at_ns = match stamp {
                     Some(rt) => (rt as i128 - self.realtime_offset).max(0) as u64,
@@ -277,6 +286,7 @@ impl Endpoint {
                 // A GRO buffer holds several datagrams (of different connections, even).
                 let segment = segment.unwrap_or(buf.len()).max(1);
                 for d in buf.chunks_mut(segment) {
+                    packets += 1;
                     let Some(&id) = dcid(d).and_then(|k| self.by_cid.get(&k)) else {
                         self.stray += 1;
                         continue;
@@ -298,15 +308,11 @@ impl Endpoint {
                         read_streams(c, id, at_ns, limits, scratch, &mut self.events);
                     }
                 }
-            }
-            if n < BATCH {
-                return Ok(false);
-            }
-            if until.is_some_and(|d| Instant::now() >= d) {
-                return Ok(true);
+                if packets >= PACKETS_PER_TURN || until.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(true);
+                }
             }
         }
-        Ok(true)
     }
 
     /// Fires the quiche timers that are due.
@@ -414,15 +420,20 @@ impl Endpoint {
 
     /// Waits until the socket is readable (or writable, if a send was refused), or `deadline`
     /// (capped at `WAIT_MAX`). The runtime's timer has millisecond resolution, so it only takes
-    /// the wait to within a millisecond of the deadline; a `ppoll` does the rest.
-    pub async fn wait(&self, deadline: Option<Instant>) {
+    /// the wait to within a millisecond of the deadline; a `ppoll` does the rest, and when the
+    /// deadline is a scheduled send (`precise`), a short spin makes it leave on time.
+    pub async fn wait(&self, deadline: Option<Instant>, precise: bool) {
         let now = Instant::now();
         let wait = deadline.map_or(WAIT_MAX, |d| d.saturating_duration_since(now)).min(WAIT_MAX);
         if wait.is_zero() {
             return;
         }
         if wait < FINE_WAIT {
-            poll_fd(self.fd, self.blocked, wait);
+            if precise {
+                self.waker.wait_until(self.fd, self.blocked, now + wait);
+            } else {
+                poll_fd(self.fd, self.blocked, wait);
+            }
             return;
         }
         let coarse = wait - Duration::from_millis(1);

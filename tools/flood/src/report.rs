@@ -97,6 +97,24 @@ fn common_figures(m: &mut Map<String, Value>, scenario: &str, common: &Common, o
     if let Some(cpu) = o.node_cpu {
         m.insert("node_cpu_ms".into(), json!((cpu.as_secs_f64() * 1e4).round() / 10.0));
     }
+    let ms = |d: Option<std::time::Duration>| d.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
+    m.insert("flood_runqueue_wait_ms".into(), json!(ms(o.flood_runqueue_wait)));
+    if o.node_runqueue_wait.is_some() {
+        m.insert("node_runqueue_wait_ms".into(), json!(ms(o.node_runqueue_wait)));
+    }
+}
+
+/// How long the tool (and the node) waited for a CPU: other work on the host.
+fn contention_line(out: &mut String, o: &Outcome) {
+    let ms = |d: Option<std::time::Duration>| {
+        d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+    };
+    let _ = writeln!(
+        out,
+        "  CPU waits    flood {}, node {} runnable but not running over the window (host contention)",
+        ms(o.flood_runqueue_wait),
+        ms(o.node_runqueue_wait)
+    );
 }
 
 /// The tool's CPU time over the window as a share of its threads' capacity.
@@ -223,6 +241,7 @@ pub fn fanout(common: &Common, p: &Fanout, o: &Outcome) -> Report {
         o.flood_cpu.as_secs_f64() * 1e3,
         t.socket_drops
     );
+    contention_line(&mut h, o);
     saturation_line(&mut h, common, o);
     error_lines(&mut h, o);
 
@@ -294,6 +313,7 @@ pub fn pingpong(common: &Common, p: &Pingpong, o: &Outcome) -> Report {
     if let Some(cpu) = o.node_cpu {
         let _ = writeln!(h, "  node CPU     {:.1} ms over the window", cpu.as_secs_f64() * 1e3);
     }
+    contention_line(&mut h, o);
     saturation_line(&mut h, common, o);
     error_lines(&mut h, o);
     let mut failures = Vec::new();

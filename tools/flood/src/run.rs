@@ -70,6 +70,10 @@ pub struct Outcome {
     pub node_cpu: Option<Duration>,
     /// This process's CPU time over the window.
     pub flood_cpu: Duration,
+    /// Time this process's threads waited for a CPU over the window (other load on the host).
+    pub flood_runqueue_wait: Option<Duration>,
+    /// Time the node's threads waited for a CPU over the window (with `--node-pid`).
+    pub node_runqueue_wait: Option<Duration>,
     /// Threads that ran on io_uring (the others on the legacy driver).
     pub io_uring_threads: usize,
     /// Threads that failed during the run (their tallies are missing).
@@ -85,10 +89,21 @@ const FINISH_GRACE: Duration = Duration::from_secs(10);
 struct CpuSample {
     node: Option<Duration>,
     own: Duration,
+    node_wait: Option<Duration>,
+    own_wait: Option<Duration>,
 }
 
 fn sample(pid: Option<u32>) -> CpuSample {
-    CpuSample { node: pid.and_then(clock::pid_cpu), own: clock::process_cpu() }
+    CpuSample {
+        node: pid.and_then(clock::pid_cpu),
+        own: clock::process_cpu(),
+        node_wait: pid.and_then(clock::pid_runqueue_wait),
+        own_wait: clock::pid_runqueue_wait(std::process::id()),
+    }
+}
+
+fn delta(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    a.zip(b).map(|(x, y)| y.saturating_sub(x))
 }
 
 /// Runs one scenario, a share per thread.
@@ -242,11 +257,14 @@ pub fn execute<S: Scenario + Send + 'static>(
     }
     let drain_s = send_end.map_or(0.0, |e| e.elapsed().as_secs_f64());
     stop(handles);
-    let (node_cpu, flood_cpu) = match (at_start, at_end) {
-        (Some(a), Some(b)) => {
-            (a.node.zip(b.node).map(|(x, y)| y.saturating_sub(x)), b.own.saturating_sub(a.own))
-        }
-        _ => (None, Duration::ZERO),
+    let (node_cpu, flood_cpu, node_runqueue_wait, flood_runqueue_wait) = match (at_start, at_end) {
+        (Some(a), Some(b)) => (
+            delta(a.node, b.node),
+            b.own.saturating_sub(a.own),
+            delta(a.node_wait, b.node_wait),
+            delta(a.own_wait, b.own_wait),
+        ),
+        _ => (None, Duration::ZERO, None, None),
     };
     Ok(Outcome {
         tally,
@@ -256,6 +274,8 @@ pub fn execute<S: Scenario + Send + 'static>(
         drain_s,
         node_cpu,
         flood_cpu,
+        flood_runqueue_wait,
+        node_runqueue_wait,
         io_uring_threads: shared.io_uring_threads.load(Ordering::Relaxed),
         thread_failures,
     })

@@ -176,6 +176,8 @@ pub struct RecvBatch {
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     received: usize,
+    /// Buffers of the last `recv` already handed out by `next_index`.
+    taken: usize,
 }
 
 impl Default for RecvBatch {
@@ -193,7 +195,24 @@ impl RecvBatch {
             iovs: Vec::with_capacity(BATCH),
             msgs: Vec::with_capacity(BATCH),
             received: 0,
+            taken: 0,
         }
+    }
+
+    /// The index of the next buffer of the last `recv` not handed out yet: a caller may stop
+    /// part-way through a batch and continue later.
+    #[inline]
+    pub fn next_index(&mut self) -> Option<usize> {
+        (self.taken < self.received).then(|| {
+            self.taken += 1;
+            self.taken - 1
+        })
+    }
+
+    /// True when buffers of the last `recv` remain to be handed out.
+    #[inline]
+    pub fn has_pending(&self) -> bool {
+        self.taken < self.received
     }
 
     /// Receives up to `BATCH` datagrams without blocking; `Ok(0)` when none wait.
@@ -222,6 +241,7 @@ impl RecvBatch {
                 std::ptr::null_mut(),
             )
         };
+        self.taken = 0;
         if n < 0 {
             self.received = 0;
             let e = io::Error::last_os_error();

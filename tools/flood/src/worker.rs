@@ -273,8 +273,10 @@ async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Ta
         if more || ep.has_events() {
             continue;
         }
-        let next = [next, ep.next_timer()].into_iter().flatten().min();
-        ep.wait(next).await;
+        let timer = ep.next_timer();
+        let precise = next.is_some() && timer.is_none_or(|t| next.is_some_and(|n| n <= t));
+        let next = [next, timer].into_iter().flatten().min();
+        ep.wait(next, precise).await;
     }
     let mut tally = s.finish(&mut ep, &mut ctx);
     // Sends the CONNECTION_CLOSEs; the node need not wait for its idle timeout.
