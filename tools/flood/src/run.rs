@@ -83,6 +83,8 @@ pub struct Outcome {
 /// Delay between the start signal and the first send: every thread sees the signal (they poll
 /// it each millisecond while waiting) before the schedules begin.
 const START_DELAY: Duration = Duration::from_millis(20);
+/// How often the end of a connection storm is checked.
+const STORM_POLL: Duration = Duration::from_millis(5);
 /// Beyond the drain timeout, how long threads get to hand back their tallies.
 const FINISH_GRACE: Duration = Duration::from_secs(10);
 
@@ -201,6 +203,10 @@ pub fn execute<S: Scenario + Send + 'static>(
         }
         if let (None, Some(end)) = (&at_end, window_end) {
             wake = wake.min(end);
+        }
+        if matches!(spec.measure, Measure::UntilConnected { .. }) && all_connected_s.is_none() {
+            // The storm ends when the counters say so: look often.
+            wake = wake.min(now + STORM_POLL);
         }
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
             Ok(Msg::Interval(h)) => {

@@ -165,6 +165,8 @@ impl Scenario for ConnectThread {
         let epoch = ctx.shared.epoch;
         let step = match self.phase {
             Phase::WaitStart => match ctx.start_ns() {
+                // The storm is timed from the start signal: do not open anything before it.
+                Some(start_ns) if epoch.ns(now) < start_ns => Step::Wait(Some(epoch.at(start_ns))),
                 Some(start_ns) => {
                     if self.params.rate > 0.0 && self.n > 0 {
                         let rate =
