@@ -1,23 +1,22 @@
-//! Literal edges of all nodes, in one hash table keyed by (parent node, segment id).
+//! Literal edges: the first child of a node inline in the node, the rest in one hash table keyed
+//! by (parent node, segment id).
 //!
-//! One shared table instead of a map per node: most nodes of a large trie have one child (the
-//! tail of a long pattern), and a per-node map would cost an allocation and a header each. The
-//! key is two `u32`s packed into a `u64`, so hashing it is a couple of multiplies, and a lookup
-//! costs the same for a node with one child as for one with a hundred thousand.
+//! Most nodes of a large trie have exactly one literal child (the tail of a long pattern), so the
+//! inline slot answers most lookups with one integer compare. The shared table holds the others:
+//! one table instead of a map per node saves an allocation and a header per node, and its key is
+//! two `u32`s packed into a `u64`, hashed with a single seeded multiply. A lookup costs the same
+//! for a node with two children as for one with a hundred thousand.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
-use ahash::RandomState;
-
-use crate::node::NodeId;
+use crate::node::{Node, NodeId};
 use crate::segment::SegId;
 
-/// Map from `(parent, segment)` to child.
+/// Overflow table from `(parent, segment)` to child.
 #[derive(Debug)]
 pub(crate) struct LiteralEdges {
-    // Keys are ids we hand out, not attacker bytes; the seeded hash is kept anyway because the
-    // order in which ids are assigned follows subscriber behaviour.
-    map: HashMap<u64, NodeId, RandomState>,
+    map: HashMap<u64, NodeId, EdgeHashBuilder>,
 }
 
 #[inline]
@@ -27,29 +26,108 @@ fn key(parent: NodeId, seg: SegId) -> u64 {
 
 impl LiteralEdges {
     pub(crate) fn new() -> Self {
-        LiteralEdges { map: HashMap::default() }
+        LiteralEdges { map: HashMap::with_hasher(EdgeHashBuilder::new()) }
     }
 
+    /// The child of `node` (whose id is `id`) along `seg`.
     #[inline]
-    pub(crate) fn get(&self, parent: NodeId, seg: SegId) -> Option<NodeId> {
-        self.map.get(&key(parent, seg)).copied()
+    pub(crate) fn child(&self, id: NodeId, node: &Node, seg: SegId) -> Option<NodeId> {
+        if node.inline_seg == seg {
+            return Some(node.inline_child);
+        }
+        // The table is only worth probing if some literal child lives there.
+        let inline = u32::from(!node.inline_child.is_none());
+        if node.literal_children > inline {
+            self.map.get(&key(id, seg)).copied()
+        } else {
+            None
+        }
     }
 
-    pub(crate) fn insert(&mut self, parent: NodeId, seg: SegId, child: NodeId) {
-        let previous = self.map.insert(key(parent, seg), child);
-        debug_assert!(previous.is_none(), "literal edge inserted twice");
+    /// Adds the edge `id --seg--> child`; the edge must not exist yet.
+    pub(crate) fn insert(&mut self, id: NodeId, node: &mut Node, seg: SegId, child: NodeId) {
+        if node.inline_child.is_none() {
+            node.inline_seg = seg;
+            node.inline_child = child;
+        } else {
+            let previous = self.map.insert(key(id, seg), child);
+            debug_assert!(previous.is_none(), "literal edge inserted twice");
+        }
+        node.literal_children += 1;
     }
 
-    pub(crate) fn remove(&mut self, parent: NodeId, seg: SegId) -> Option<NodeId> {
-        self.map.remove(&key(parent, seg))
+    /// Removes the edge `id --seg-->` and returns its child. The inline slot is left empty
+    /// rather than refilled from the table: the table cannot list a node's children cheaply,
+    /// and lookups stay correct either way.
+    pub(crate) fn remove(&mut self, id: NodeId, node: &mut Node, seg: SegId) -> Option<NodeId> {
+        let child = if node.inline_seg == seg {
+            node.inline_seg = SegId::NONE;
+            Some(std::mem::replace(&mut node.inline_child, NodeId::NONE))
+        } else {
+            self.map.remove(&key(id, seg))
+        };
+        if child.is_some() {
+            node.literal_children -= 1;
+        }
+        child
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Edges in the table (inline ones excluded).
+    pub(crate) fn table_len(&self) -> usize {
         self.map.len()
     }
 
-    /// All edges as `(parent, segment, child)`, for invariant checks.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (NodeId, SegId, NodeId)> + '_ {
+    /// Table edges as `(parent, segment, child)`, for invariant checks.
+    pub(crate) fn table_iter(&self) -> impl Iterator<Item = (NodeId, SegId, NodeId)> + '_ {
         self.map.iter().map(|(&k, &child)| (NodeId((k >> 32) as u32), SegId(k as u32), child))
+    }
+}
+
+/// Builds [`EdgeHasher`]s with a per-table random seed. Keys are ids we assign, not bytes a
+/// peer chose, so one multiply mixes enough; the seed keeps the layout unpredictable anyway,
+/// since the order ids are handed out in follows subscriber behaviour.
+#[derive(Debug, Clone)]
+struct EdgeHashBuilder {
+    seed: u64,
+}
+
+impl EdgeHashBuilder {
+    fn new() -> Self {
+        EdgeHashBuilder { seed: ahash::RandomState::new().hash_one(0x0ed9e_u64) | 1 }
+    }
+}
+
+impl BuildHasher for EdgeHashBuilder {
+    type Hasher = EdgeHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> EdgeHasher {
+        EdgeHasher { state: self.seed }
+    }
+}
+
+/// Folded 64×64→128 multiply of the key with the seed: high and low halves both well mixed,
+/// which is what the table's bucket index (low bits) and tag (high bits) need.
+#[derive(Debug)]
+pub(crate) struct EdgeHasher {
+    state: u64,
+}
+
+impl Hasher for EdgeHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.state
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        let product = u128::from(value ^ self.state) * u128::from(0x9E37_79B9_7F4A_7C15_u64);
+        self.state = (product as u64) ^ ((product >> 64) as u64);
     }
 }

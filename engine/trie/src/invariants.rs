@@ -1,6 +1,7 @@
 //! Structural self-check, for tests and fuzz targets.
 
 use crate::node::{NodeId, LEAF_NONE};
+use crate::segment::SegId;
 use crate::trie::PatternTrie;
 
 impl<L> PatternTrie<L> {
@@ -22,16 +23,37 @@ impl<L> PatternTrie<L> {
         assert!(!free[NodeId::ROOT.index()], "the root is on the free list");
 
         let mut literal_children: Vec<Vec<NodeId>> = vec![Vec::new(); capacity];
-        for (parent, _seg, child) in self.edges.iter() {
+        for (parent, seg, child) in self.edges.table_iter() {
             assert!(parent.index() < capacity && child.index() < capacity, "edge out of range");
+            assert!(
+                self.nodes[parent].inline_seg != seg,
+                "edge {} --{}--> is both inline and in the table",
+                parent.0,
+                seg.0
+            );
             literal_children[parent.index()].push(child);
         }
+        let mut inline_edges = 0usize;
+        for id in (0..capacity as u32).map(NodeId).filter(|id| !free[id.index()]) {
+            let node = self.nodes[id];
+            assert_eq!(
+                node.inline_seg == SegId::NONE,
+                node.inline_child.is_none(),
+                "node {}: half-filled inline edge",
+                id.0
+            );
+            if !node.inline_child.is_none() {
+                literal_children[id.index()].push(node.inline_child);
+                inline_edges += 1;
+            }
+        }
+        let edges = self.edges.table_len() + inline_edges;
         assert_eq!(
-            self.edges.len() as u64,
+            edges as u64,
             self.segments.total_refs(),
             "literal edges and segment references disagree"
         );
-        assert!(self.segments.len() <= self.edges.len(), "an interned segment has no edge");
+        assert!(self.segments.len() <= edges, "an interned segment has no edge");
 
         let mut seen = vec![false; capacity];
         let mut stack = vec![(NodeId::ROOT, false)];

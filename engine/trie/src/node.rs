@@ -2,8 +2,10 @@
 //!
 //! Nodes live in one `Vec` and refer to each other by `u32` index: a walk touches a few small,
 //! densely packed records instead of chasing boxed pointers, and a pruned node's slot goes on a
-//! free list for the next insert. Literal children are not stored here at all (see
-//! [`crate::edge`]); a node only counts them, so that pruning knows when it is empty.
+//! free list for the next insert. A node keeps one literal child inline and counts the others,
+//! which live in the shared edge table (see [`crate::edge`]).
+
+use crate::segment::SegId;
 
 /// Index of a node in the [`NodeArena`]. `NodeId::NONE` stands for "no such child".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,17 +29,21 @@ impl NodeId {
 /// Sentinel leaf slot meaning "no pattern ends here".
 pub(crate) const LEAF_NONE: u32 = u32::MAX;
 
-/// One pattern prefix. 20 bytes, so three share a cache line.
+/// One pattern prefix (28 bytes).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Node {
+    /// Label of the literal child kept inline (see [`crate::edge`]), or `SegId::NONE`.
+    pub(crate) inline_seg: SegId,
+    /// Child reached through `inline_seg`, or `NodeId::NONE`.
+    pub(crate) inline_child: NodeId,
     /// Child reached through a `*` segment.
     pub(crate) one: NodeId,
     /// Child reached through a `**` segment.
     pub(crate) many: NodeId,
     /// Slot in the trie's leaf slab, or `LEAF_NONE`.
     pub(crate) leaf: u32,
-    /// Number of literal edges in the edge table whose parent is this node. Lets the walk skip
-    /// the hash lookup for nodes without literal children and lets pruning see emptiness.
+    /// Number of literal children, inline one included. Lets the walk skip the lookup for nodes
+    /// without literal children and lets pruning see emptiness.
     pub(crate) literal_children: u32,
     /// True when this node was reached through a `**` edge: it may consume any number of further
     /// segments and stay where it is (a self-loop in the matching automaton).
@@ -47,6 +53,8 @@ pub(crate) struct Node {
 impl Node {
     fn new(self_loop: bool) -> Self {
         Node {
+            inline_seg: SegId::NONE,
+            inline_child: NodeId::NONE,
             one: NodeId::NONE,
             many: NodeId::NONE,
             leaf: LEAF_NONE,

@@ -14,6 +14,11 @@ use ahash::RandomState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct SegId(pub(crate) u32);
 
+impl SegId {
+    /// Sentinel for "no segment"; never handed out (see `acquire`).
+    pub(crate) const NONE: SegId = SegId(u32::MAX);
+}
+
 /// Reference-counted map from segment bytes to [`SegId`].
 ///
 /// The count is the number of literal edges labelled with the segment; when it falls to zero the

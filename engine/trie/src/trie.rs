@@ -220,7 +220,7 @@ impl<L> PatternTrie<L> {
             let (child, step) = match segment {
                 PatternSegment::Literal(bytes) => {
                     let seg = self.segments.get(bytes)?;
-                    (self.edges.get(node, seg)?, Step::Literal(seg, bytes))
+                    (self.edges.child(node, &self.nodes[node], seg)?, Step::Literal(seg, bytes))
                 }
                 PatternSegment::One => (self.nodes[node].one, Step::One),
                 PatternSegment::Many => (self.nodes[node].many, Step::Many),
@@ -244,9 +244,8 @@ impl<L> PatternTrie<L> {
             }
             match step {
                 Step::Literal(seg, bytes) => {
-                    let removed = self.edges.remove(parent, seg);
+                    let removed = self.edges.remove(parent, &mut self.nodes[parent], seg);
                     debug_assert_eq!(removed, Some(node));
-                    self.nodes[parent].literal_children -= 1;
                     self.segments.release(seg, bytes);
                 }
                 Step::One => self.nodes[parent].one = NodeId::NONE,
@@ -268,14 +267,13 @@ impl<L> PatternTrie<L> {
         match segment {
             PatternSegment::Literal(bytes) => {
                 if let Some(seg) = self.segments.get(bytes) {
-                    if let Some(child) = self.edges.get(node, seg) {
+                    if let Some(child) = self.edges.child(node, &self.nodes[node], seg) {
                         return child;
                     }
                 }
                 let seg = self.segments.acquire(bytes);
                 let child = self.alloc_node(false);
-                self.edges.insert(node, seg, child);
-                self.nodes[node].literal_children += 1;
+                self.edges.insert(node, &mut self.nodes[node], seg, child);
                 child
             }
             PatternSegment::One => {

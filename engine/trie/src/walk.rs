@@ -128,7 +128,7 @@ impl<L> PatternTrie<L> {
                 let node = self.nodes[id];
                 if node.literal_children != 0 {
                     if let Some(seg) = *seg.get_or_insert_with(|| self.segments.get(segment)) {
-                        if let Some(child) = self.edges.get(id, seg) {
+                        if let Some(child) = self.edges.child(id, &node, seg) {
                             enter(&self.nodes, marks, step, next, child);
                         }
                     }
