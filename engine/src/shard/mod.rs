@@ -707,15 +707,7 @@ impl Shard {
     /// Starts draining: GOODBYE to every peer, then close once their queues are flushed.
     pub fn start_drain(&mut self, now: Instant, deadline: Instant) {
         self.draining = Some(deadline);
-        let refs: Vec<ConnRef> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                s.conn.as_ref().map(|_| ConnRef { slot: i as u32, generation: s.generation })
-            })
-            .collect();
-        for r in refs {
+        for r in self.live_refs() {
             self.say_goodbye(now, r, fovea_codec::ErrorCode::ShuttingDown, "node is shutting down");
         }
     }
@@ -731,17 +723,20 @@ impl Shard {
                 );
             }
         }
-        let refs: Vec<ConnRef> = self
-            .slots
+        for r in self.live_refs() {
+            self.mark_dirty(r);
+        }
+    }
+
+    /// References to every open connection.
+    fn live_refs(&self) -> Vec<ConnRef> {
+        self.slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 s.conn.as_ref().map(|_| ConnRef { slot: i as u32, generation: s.generation })
             })
-            .collect();
-        for r in refs {
-            self.mark_dirty(r);
-        }
+            .collect()
     }
 
     /// True when some connection still has queued deliveries (drain waits for them).
