@@ -6,9 +6,8 @@
 //! that no pattern mentions is not in the table at all, which lets the walk skip every literal
 //! lookup for that step.
 
-use std::collections::HashMap;
-
 use ahash::RandomState;
+use hashbrown::HashTable;
 
 /// Id of an interned literal segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,68 +18,101 @@ impl SegId {
     pub(crate) const NONE: SegId = SegId(u32::MAX);
 }
 
+/// One interned segment. `refs == 0` marks a free id.
+#[derive(Debug)]
+struct Entry {
+    hash: u64,
+    refs: u32,
+    bytes: Box<[u8]>,
+}
+
 /// Reference-counted map from segment bytes to [`SegId`].
 ///
 /// The count is the number of literal edges labelled with the segment; when it falls to zero the
 /// segment is forgotten and its id reused. Segment bytes come from subscribers and publishers, so
-/// the map uses a randomly seeded hash (no hash flooding by chosen segment names).
+/// they are hashed with a randomly seeded hash (no hash flooding by chosen segment names). The
+/// table holds bare ids and the bytes live in `entries`: a lookup hashes the bytes once and
+/// compares them once, with no key type in between.
 #[derive(Debug)]
 pub(crate) struct SegmentInterner {
-    ids: HashMap<Box<[u8]>, SegId, RandomState>,
-    /// Edge count per id; 0 marks a free id.
-    refs: Vec<u32>,
+    hasher: RandomState,
+    table: HashTable<SegId>,
+    entries: Vec<Entry>,
     free: Vec<SegId>,
 }
 
 impl SegmentInterner {
     pub(crate) fn new() -> Self {
-        SegmentInterner { ids: HashMap::default(), refs: Vec::new(), free: Vec::new() }
+        SegmentInterner {
+            hasher: RandomState::new(),
+            table: HashTable::new(),
+            entries: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        self.hasher.hash_one(bytes)
     }
 
     /// The id of `bytes` if some edge uses it.
     #[inline]
     pub(crate) fn get(&self, bytes: &[u8]) -> Option<SegId> {
-        self.ids.get(bytes).copied()
+        let entries = &self.entries;
+        self.table.find(self.hash(bytes), |id| *entries[id.0 as usize].bytes == *bytes).copied()
     }
 
     /// Takes one more reference on `bytes`, interning it if needed.
     pub(crate) fn acquire(&mut self, bytes: &[u8]) -> SegId {
-        if let Some(&id) = self.ids.get(bytes) {
-            self.refs[id.0 as usize] += 1;
+        let hash = self.hash(bytes);
+        let entries = &self.entries;
+        if let Some(&id) = self.table.find(hash, |id| *entries[id.0 as usize].bytes == *bytes) {
+            self.entries[id.0 as usize].refs += 1;
             return id;
         }
+        let entry = Entry { hash, refs: 1, bytes: bytes.into() };
         let id = match self.free.pop() {
-            Some(id) => id,
+            Some(id) => {
+                self.entries[id.0 as usize] = entry;
+                id
+            }
             None => {
-                assert!(self.refs.len() < u32::MAX as usize, "segment interner exhausted");
-                self.refs.push(0);
-                SegId((self.refs.len() - 1) as u32)
+                assert!(self.entries.len() < SegId::NONE.0 as usize, "segment interner exhausted");
+                self.entries.push(entry);
+                SegId((self.entries.len() - 1) as u32)
             }
         };
-        self.refs[id.0 as usize] = 1;
-        self.ids.insert(bytes.into(), id);
+        let entries = &self.entries;
+        self.table.insert_unique(hash, id, |id| entries[id.0 as usize].hash);
         id
     }
 
-    /// Drops one reference taken by [`acquire`](Self::acquire) with the same bytes.
-    pub(crate) fn release(&mut self, id: SegId, bytes: &[u8]) {
-        let refs = &mut self.refs[id.0 as usize];
-        assert!(*refs > 0, "segment released more often than acquired");
-        *refs -= 1;
-        if *refs == 0 {
-            let removed = self.ids.remove(bytes);
-            debug_assert_eq!(removed, Some(id), "release with bytes of another segment");
+    /// Drops one reference taken by [`acquire`](Self::acquire).
+    pub(crate) fn release(&mut self, id: SegId) {
+        let entry = &mut self.entries[id.0 as usize];
+        assert!(entry.refs > 0, "segment released more often than acquired");
+        entry.refs -= 1;
+        if entry.refs == 0 {
+            let hash = entry.hash;
+            entry.bytes = Box::default();
+            match self.table.find_entry(hash, |other| *other == id) {
+                Ok(found) => {
+                    found.remove();
+                }
+                Err(_) => unreachable!("an interned segment is in the table"),
+            }
             self.free.push(id);
         }
     }
 
     /// Distinct segments currently interned.
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
+        self.table.len()
     }
 
     /// Sum of all reference counts: must equal the number of literal edges.
     pub(crate) fn total_refs(&self) -> u64 {
-        self.refs.iter().map(|&r| u64::from(r)).sum()
+        self.entries.iter().map(|e| u64::from(e.refs)).sum()
     }
 }

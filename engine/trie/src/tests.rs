@@ -324,3 +324,37 @@ fn cache_used_with_another_trie_starts_over() {
     assert_eq!(cache.for_each_match(&two, &topic("a"), |_| count += 1), Lookup::Miss);
     assert_eq!(count, 2);
 }
+
+#[test]
+fn word_at_a_time_split_agrees_with_split_at_dots() {
+    let samples = [
+        "a",
+        ".",
+        "..",
+        "a.b",
+        "abcdefgh.i",
+        "abcdefg.hi",
+        "abcdefgh",
+        "abcdefghi",
+        ".abcdefgh.",
+        "org3.realm17.site2040.device11.kind9",
+        "x.y.z.aaaaaaaaaaaaaaaaaaaaaaaaa.b",
+        "a.",
+        ".a",
+    ];
+    for sample in samples {
+        let ours: Vec<&[u8]> = crate::walk::Segments::new(sample.as_bytes()).collect();
+        let reference: Vec<&[u8]> = sample.as_bytes().split(|&b| b == b'.').collect();
+        assert_eq!(ours, reference, "{sample:?}");
+    }
+    // Every position of a dot in and around a word boundary.
+    for len in 1..20 {
+        for dot in 0..len {
+            let mut bytes = vec![b'x'; len];
+            bytes[dot] = b'.';
+            let ours: Vec<&[u8]> = crate::walk::Segments::new(&bytes).collect();
+            let reference: Vec<&[u8]> = bytes.split(|&b| b == b'.').collect();
+            assert_eq!(ours, reference, "len {len} dot {dot}");
+        }
+    }
+}

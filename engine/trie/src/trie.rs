@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 use crate::edge::LiteralEdges;
 use crate::node::{NodeArena, NodeId, LEAF_NONE};
 use crate::segment::{SegId, SegmentInterner};
-use crate::walk::Scratch;
+use crate::walk::{Scratch, Segments};
 
 /// Stable handle of a leaf, valid until its pattern is removed (then the slot may be reused).
 ///
@@ -40,14 +40,14 @@ pub(crate) struct LeafSlot<L> {
 
 /// Path step recorded while descending, so that removal can prune without parent pointers.
 #[derive(Debug, Clone, Copy)]
-enum Step<'p> {
-    Literal(SegId, &'p [u8]),
+enum Step {
+    Literal(SegId),
     One,
     Many,
 }
 
 /// Patterns are at most a few dozen segments (codec limits), so a removal path stays inline.
-type Path<'p> = SmallVec<[(NodeId, Step<'p>); 24]>;
+type Path = SmallVec<[(NodeId, Step); 24]>;
 
 /// Source of [`PatternTrie::id`]: lets a [`MatchCache`](crate::MatchCache) notice it is being
 /// used with a different trie than the one that filled it.
@@ -83,8 +83,9 @@ pub(crate) fn pattern_segments(pattern: &Pattern) -> impl Iterator<Item = Patter
 }
 
 #[inline]
-pub(crate) fn topic_segments(topic: &Topic) -> impl Iterator<Item = &[u8]> {
-    topic.segments()
+pub(crate) fn topic_segments(topic: &Topic) -> Segments<'_> {
+    // Same pieces as `topic.segments()`, found faster (see `Segments`).
+    Segments::new(topic.as_bytes())
 }
 
 pub(crate) fn pattern_bytes(pattern: &Pattern) -> &[u8] {
@@ -202,7 +203,7 @@ impl<L> PatternTrie<L> {
     }
 
     /// Detaches the leaf of `node` (which has one), frees its slot and prunes along `path`.
-    fn take_leaf(&mut self, node: NodeId, path: &mut Path<'_>) -> L {
+    fn take_leaf(&mut self, node: NodeId, path: &mut Path) -> L {
         let leaf = self.nodes[node].leaf;
         let value = self.leaves[leaf as usize].value.take().expect("a node's leaf is occupied");
         self.free_leaves.push(leaf);
@@ -214,13 +215,13 @@ impl<L> PatternTrie<L> {
     }
 
     /// Walks `pattern` from the root without creating anything; records the path if asked.
-    fn find<'p>(&self, pattern: &'p Pattern, mut path: Option<&mut Path<'p>>) -> Option<NodeId> {
+    fn find(&self, pattern: &Pattern, mut path: Option<&mut Path>) -> Option<NodeId> {
         let mut node = NodeId::ROOT;
         for segment in pattern_segments(pattern) {
             let (child, step) = match segment {
                 PatternSegment::Literal(bytes) => {
                     let seg = self.segments.get(bytes)?;
-                    (self.edges.child(node, &self.nodes[node], seg)?, Step::Literal(seg, bytes))
+                    (self.edges.child(node, &self.nodes[node], seg)?, Step::Literal(seg))
                 }
                 PatternSegment::One => (self.nodes[node].one, Step::One),
                 PatternSegment::Many => (self.nodes[node].many, Step::Many),
@@ -237,16 +238,16 @@ impl<L> PatternTrie<L> {
     }
 
     /// Frees `node` and its ancestors while they hold neither leaf nor child.
-    fn prune(&mut self, mut node: NodeId, path: &mut Path<'_>) {
+    fn prune(&mut self, mut node: NodeId, path: &mut Path) {
         while let Some((parent, step)) = path.pop() {
             if !self.nodes[node].is_empty() {
                 break;
             }
             match step {
-                Step::Literal(seg, bytes) => {
+                Step::Literal(seg) => {
                     let removed = self.edges.remove(parent, &mut self.nodes[parent], seg);
                     debug_assert_eq!(removed, Some(node));
-                    self.segments.release(seg, bytes);
+                    self.segments.release(seg);
                 }
                 Step::One => self.nodes[parent].one = NodeId::NONE,
                 Step::Many => self.nodes[parent].many = NodeId::NONE,

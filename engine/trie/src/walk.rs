@@ -62,6 +62,59 @@ impl Scratch {
     }
 }
 
+/// A topic's segments, found a word at a time: the byte-at-a-time split was a tenth of a walk.
+/// Gives the same pieces as splitting at every `.`.
+#[derive(Debug, Clone)]
+pub(crate) struct Segments<'t> {
+    rest: Option<&'t [u8]>,
+}
+
+impl<'t> Segments<'t> {
+    pub(crate) fn new(bytes: &'t [u8]) -> Self {
+        Segments { rest: Some(bytes) }
+    }
+}
+
+impl<'t> Iterator for Segments<'t> {
+    type Item = &'t [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'t [u8]> {
+        let rest = self.rest?;
+        match find_dot(rest) {
+            Some(at) => {
+                self.rest = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// Index of the first `.` in `bytes`. Eight bytes per step: a byte of `word ^ DOTS` is zero where
+/// a dot is, and the lowest bit set by the zero-byte test marks the first such byte exactly
+/// (borrows only run towards higher bytes).
+#[inline]
+fn find_dot(bytes: &[u8]) -> Option<usize> {
+    const DOTS: u64 = u64::from_le_bytes([b'.'; 8]);
+    const LOW_BITS: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of eight")) ^ DOTS;
+        let zero_bytes = word.wrapping_sub(LOW_BITS) & !word & HIGH_BITS;
+        if zero_bytes != 0 {
+            return Some(offset + (zero_bytes.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == b'.').map(|at| offset + at)
+}
+
 /// Adds `node`, and the chain of `**` children hanging off it, to `set` unless already there.
 #[inline]
 fn enter(nodes: &NodeArena, marks: &mut [u32], step: u32, set: &mut Vec<NodeId>, node: NodeId) {
