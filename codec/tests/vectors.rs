@@ -100,10 +100,12 @@ fn documented_examples() -> Vec<(&'static str, Frame)> {
                 observed: addr("192.0.2.7:50123"),
                 limits: vec![
                     (limit_keys::MAX_PAYLOAD, 1_048_576),
-                    (limit_keys::MAX_FRAME_LEN, 1_052_672),
+                    (limit_keys::MAX_FRAME_LEN, 1_064_960),
                     (limit_keys::MAX_TOPIC_LEN, 256),
                     (limit_keys::MAX_TOPIC_DEPTH, 16),
                     (limit_keys::MAX_SUBSCRIPTIONS, 1024),
+                    (limit_keys::MAX_REGISTRATIONS, 64),
+                    (limit_keys::MAX_INFLIGHT_CALLS, 1024),
                     (limit_keys::IDLE_TIMEOUT_MS, 30_000),
                     (limit_keys::KEEPALIVE_MS, 10_000),
                 ],
@@ -193,8 +195,8 @@ fn documented_examples() -> Vec<(&'static str, Frame)> {
             "CALL_ERROR",
             Frame::CallError(frame::CallError {
                 id: 5,
-                code: ErrorCode::Unsupported as u64,
-                message: bytes("RPC is not enabled on this node"),
+                code: ErrorCode::NoProvider as u64,
+                message: bytes("no provider is registered"),
             }),
         ),
         (
