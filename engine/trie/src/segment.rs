@@ -6,6 +6,8 @@
 //! that no pattern mentions is not in the table at all, which lets the walk skip every literal
 //! lookup for that step.
 
+use std::hash::{Hash, Hasher};
+
 use ahash::RandomState;
 use hashbrown::HashTable;
 
@@ -16,6 +18,34 @@ pub(crate) struct SegId(pub(crate) u32);
 impl SegId {
     /// Sentinel for "no segment"; never handed out (see `acquire`).
     pub(crate) const NONE: SegId = SegId(u32::MAX);
+}
+
+/// Hashes a byte string without the length prefix `[u8]`'s `Hash` adds: the hasher mixes the
+/// length in anyway, and only whole segments are hashed, so the prefix buys nothing.
+struct Unprefixed<'a>(&'a [u8]);
+
+impl Hash for Unprefixed<'_> {
+    #[inline(always)]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+/// `a == b`, without a call to `bcmp` for the short strings segments usually are: two
+/// overlapping word compares cover 4 to 16 bytes.
+#[inline(always)]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a == b,
+    }
 }
 
 /// One interned segment. `refs == 0` marks a free id.
@@ -51,16 +81,19 @@ impl SegmentInterner {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn hash(&self, bytes: &[u8]) -> u64 {
-        self.hasher.hash_one(bytes)
+        self.hasher.hash_one(Unprefixed(bytes))
     }
 
-    /// The id of `bytes` if some edge uses it.
-    #[inline]
+    /// The id of `bytes` if some edge uses it. Once per walk step: inlined, because as a call
+    /// its register spills cost a quarter of it.
+    #[inline(always)]
     pub(crate) fn get(&self, bytes: &[u8]) -> Option<SegId> {
         let entries = &self.entries;
-        self.table.find(self.hash(bytes), |id| *entries[id.0 as usize].bytes == *bytes).copied()
+        self.table
+            .find(self.hash(bytes), |id| same_bytes(&entries[id.0 as usize].bytes, bytes))
+            .copied()
     }
 
     /// Takes one more reference on `bytes`, interning it if needed.

@@ -358,3 +358,20 @@ fn word_at_a_time_split_agrees_with_split_at_dots() {
         }
     }
 }
+
+#[test]
+fn short_segment_compare_agrees_with_slice_equality() {
+    let base: Vec<u8> = (0..24u8).map(|i| b'a' + i).collect();
+    for len in 0..=24 {
+        let a = &base[..len];
+        assert!(crate::segment::same_bytes(a, a), "len {len}");
+        for at in 0..len {
+            let mut b = a.to_vec();
+            b[at] = b'Z';
+            assert!(!crate::segment::same_bytes(a, &b), "len {len}, differs at {at}");
+        }
+        if len > 0 {
+            assert!(!crate::segment::same_bytes(a, &base[..len - 1]), "len {len} vs shorter");
+        }
+    }
+}

@@ -166,13 +166,17 @@ impl<L> PatternTrie<L> {
         segments: impl Iterator<Item = &'t [u8]>,
         f: &mut impl FnMut(LeafId, &L),
     ) {
+        // The sets live in locals for the walk so that their pointers and lengths stay in
+        // registers instead of being written back to the scratch at every push.
+        let mut current = mem::take(&mut scratch.current);
+        let mut next = mem::take(&mut scratch.next);
+        current.clear();
         let step = scratch.next_step();
-        scratch.current.clear();
-        enter(&self.nodes, &mut scratch.marks, step, &mut scratch.current, NodeId::ROOT);
+        enter(&self.nodes, &mut scratch.marks, step, &mut current, NodeId::ROOT);
 
         for segment in segments {
             let step = scratch.next_step();
-            let Scratch { current, next, marks, .. } = &mut *scratch;
+            let marks = &mut scratch.marks[..];
             next.clear();
             // Hashing the segment bytes is the dearest part of a step; do it at most once, and
             // not at all when no active node has a literal child.
@@ -182,24 +186,24 @@ impl<L> PatternTrie<L> {
                 if node.literal_children != 0 {
                     if let Some(seg) = *seg.get_or_insert_with(|| self.segments.get(segment)) {
                         if let Some(child) = self.edges.child(id, &node, seg) {
-                            enter(&self.nodes, marks, step, next, child);
+                            enter(&self.nodes, marks, step, &mut next, child);
                         }
                     }
                 }
                 if !node.one.is_none() {
-                    enter(&self.nodes, marks, step, next, node.one);
+                    enter(&self.nodes, marks, step, &mut next, node.one);
                 }
                 if node.self_loop {
-                    enter(&self.nodes, marks, step, next, id);
+                    enter(&self.nodes, marks, step, &mut next, id);
                 }
             }
-            mem::swap(current, next);
+            mem::swap(&mut current, &mut next);
             if current.is_empty() {
-                return;
+                break;
             }
         }
 
-        for &id in scratch.current.iter() {
+        for &id in current.iter() {
             let leaf = self.nodes[id].leaf;
             if leaf != LEAF_NONE {
                 if let Some(value) = &self.leaves[leaf as usize].value {
@@ -207,5 +211,7 @@ impl<L> PatternTrie<L> {
                 }
             }
         }
+        scratch.current = current;
+        scratch.next = next;
     }
 }

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs the iai-callgrind benches (bench/benches/instructions.rs) and fails when one of them
+# executes more instructions than bench/budgets.toml allows (budget × (1 + tolerance)).
+#
+#   bench/check-budgets.sh            check (exit 1 on a regression, a new bench without a
+#                                     budget, or a budget whose bench is gone)
+#   bench/check-budgets.sh --update   rewrite the budgets with the counts just measured
+#   BUDGETS_OUTPUT=file               reuse a saved run instead of running the benches
+#
+# Needs valgrind and iai-callgrind-runner 0.16.1 (installed here when missing). Takes a few
+# minutes on 2 cores, most of it building the 100K-pattern tries under valgrind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+budgets=bench/budgets.toml
+runner_version=0.16.1
+update=false
+[ "${1:-}" = "--update" ] && update=true
+
+if [ -z "${BUDGETS_OUTPUT:-}" ]; then
+  command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
+  if ! iai-callgrind-runner --version 2>/dev/null | grep -qF "$runner_version"; then
+    echo "installing iai-callgrind-runner $runner_version (must match the iai-callgrind crate)" >&2
+    cargo install iai-callgrind-runner --version "$runner_version" --locked
+  fi
+  out=$(mktemp)
+  trap 'rm -f "$out"' EXIT
+  cargo bench -p fovea-bench --bench instructions --locked 2>&1 | tee "$out" >&2
+else
+  out=$BUDGETS_OUTPUT
+fi
+
+# "instructions::GROUP::FUNCTION ID:setup(args)" then "  Instructions: N|..." → "GROUP::FUNCTION::ID N"
+measured=$(awk '
+  /^instructions::/ { split($2, id, ":"); name = substr($1, 15) "::" id[1]; next }
+  /^ *Instructions:/ && name != "" { split($2, n, "|"); print name, n[1]; name = "" }
+' "$out" | sort)
+[ -n "$measured" ] || { echo "no instruction counts found in the bench output" >&2; exit 2; }
+
+if $update; then
+  tolerance=$(awk -F' *= *' '/^tolerance_percent/ { print $2 }' "$budgets" 2>/dev/null || true)
+  {
+    echo "# Instruction budgets of the iai-callgrind benches in bench/benches/instructions.rs."
+    echo "# Written by \`bench/check-budgets.sh --update\` from the counts of one run; the check"
+    echo "# fails when a bench exceeds its count by more than tolerance_percent."
+    echo "# Counts vary by a few instructions between runs: the trie's hash tables are seeded"
+    echo "# at random, so probe sequences differ."
+    echo "tolerance_percent = ${tolerance:-5}"
+    echo
+    echo "[instructions]"
+    echo "$measured" | awk '{ printf "\"%s\" = %s\n", $1, $2 }'
+  } > "$budgets"
+  echo "wrote $(echo "$measured" | wc -l) budgets to $budgets" >&2
+  exit 0
+fi
+
+echo "$measured" | awk -v budgets="$budgets" '
+  BEGIN {
+    while ((getline line < budgets) > 0) {
+      if (line ~ /^tolerance_percent/) { sub(/.*= */, "", line); tolerance = line + 0 }
+      else if (line ~ /^"/) {
+        split(line, kv, "\" = "); key = substr(kv[1], 2); budget[key] = kv[2] + 0
+      }
+    }
+    failed = 0
+  }
+  {
+    seen[$1] = 1
+    if (!($1 in budget)) { printf "NEW   %-60s %8d (no budget: run --update)\n", $1, $2; failed = 1; next }
+    limit = budget[$1] * (1 + tolerance / 100)
+    change = budget[$1] ? 100 * ($2 - budget[$1]) / budget[$1] : 0
+    status = $2 > limit ? "OVER " : "ok   "
+    if ($2 > limit) failed = 1
+    printf "%s %-60s %8d  budget %8d  %+6.1f%%\n", status, $1, $2, budget[$1], change
+  }
+  END {
+    for (key in budget) if (!(key in seen)) { printf "GONE  %s (budget without a bench)\n", key; failed = 1 }
+    if (failed) { print "instruction budgets: FAILED"; exit 1 }
+    print "instruction budgets: all within " tolerance "%"
+  }
+'
