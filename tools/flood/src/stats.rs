@@ -120,6 +120,8 @@ pub struct Tally {
     pub connected: u64,
     /// Connections still open when the thread finished (before it closed them).
     pub held: u64,
+    /// Threads whose drain ended at the deadline with messages still missing.
+    pub drain_timeouts: u64,
     /// Datagrams received for no known connection.
     pub stray_datagrams: u64,
     /// Datagrams the kernel dropped because our socket's receive buffer was full.
@@ -150,6 +152,7 @@ impl Default for Tally {
             errors: 0,
             connected: 0,
             held: 0,
+            drain_timeouts: 0,
             stray_datagrams: 0,
             socket_drops: 0,
             error_samples: Vec::new(),
@@ -185,6 +188,7 @@ impl Tally {
         self.errors += o.errors;
         self.connected += o.connected;
         self.held += o.held;
+        self.drain_timeouts += o.drain_timeouts;
         self.stray_datagrams += o.stray_datagrams;
         self.socket_drops += o.socket_drops;
         for e in &o.error_samples {

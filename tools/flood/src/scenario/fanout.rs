@@ -368,6 +368,9 @@ impl Scenario for FanoutThread {
                 let w = self.window.expect("running");
                 let next_report = ctx.interval(now, &mut self.interval, &mut self.tally.latency);
                 if now >= w.drain_deadline {
+                    if !self.drained(ctx) {
+                        self.tally.drain_timeouts += 1;
+                    }
                     Step::Done
                 } else if now >= self.next_check {
                     self.next_check = now + DRAIN_CHECK;

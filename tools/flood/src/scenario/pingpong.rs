@@ -237,6 +237,7 @@ impl Scenario for PingpongThread {
                 let report = ctx.interval(now, &mut self.interval, &mut self.tally.latency);
                 let answered = self.conns.iter().all(|c| c.outstanding.is_empty());
                 if answered || now >= w.drain_deadline {
+                    self.tally.drain_timeouts += u64::from(!answered);
                     Step::Done
                 } else {
                     Step::Wait(Some(report.min(w.drain_deadline)))
