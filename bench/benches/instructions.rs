@@ -12,8 +12,8 @@ use fovea_bench::codec::{
     encode_publish_into, FrameFixture, Kind, SUB_IDS,
 };
 use fovea_bench::trie::{
-    cache_match_count, trie_insert, trie_match_count, trie_remove, TargetFixture, TrieFixture,
-    TrieShape,
+    bench_cache, cache_match_count, trie_insert, trie_match_count, trie_remove, TargetFixture,
+    TrieFixture, TrieShape,
 };
 use fovea_codec::{Frame, Topic};
 use fovea_trie::{Lookup, MatchCache};
@@ -139,7 +139,7 @@ type CacheRun = ((Lookup, usize), Target, Box<TargetFixture>, Box<MatchCache>);
 /// The 10%-wildcard target trie with a warm cache (the topic looked up once) or a cold one.
 fn cache_fixture(which: Target, warm: bool) -> (Target, Box<TargetFixture>, Box<MatchCache>) {
     let fx = Box::new(TargetFixture::new(10));
-    let mut cache = Box::new(MatchCache::default());
+    let mut cache = Box::new(bench_cache());
     if warm {
         cache_match_count(&mut cache, &fx.trie, target_topic(which, &fx).0);
     }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fovea_bench::rng::Rng;
 use fovea_bench::trie::{
-    cache_match_count, topic, trie_insert, trie_match_count, trie_remove, TargetFixture,
-    TrieFixture, TrieShape, ABSENT_COUNT,
+    bench_cache, cache_match_count, topic, trie_insert, trie_match_count, trie_remove,
+    TargetFixture, TrieFixture, TrieShape, ABSENT_COUNT,
 };
 use fovea_codec::topic::{Pattern, Topic};
-use fovea_trie::{Lookup, MatchCache, PatternTrie};
+use fovea_trie::{Lookup, PatternTrie};
 
 fn config() -> Criterion {
     Criterion::default()
@@ -123,7 +123,7 @@ fn cache(c: &mut Criterion) {
     let fx = TargetFixture::new(10);
     let mut group = c.benchmark_group("trie/cache");
     for (name, t) in [("hit_one", &fx.hit_one), ("hit_many", &fx.hit_many)] {
-        let mut cache = MatchCache::default();
+        let mut cache = bench_cache();
         assert_eq!(cache_match_count(&mut cache, &fx.trie, t).0, Lookup::Miss);
         let expected = trie_match_count(&fx.trie, t);
         assert_eq!(cache_match_count(&mut cache, &fx.trie, t), (Lookup::Hit, expected));
@@ -136,7 +136,7 @@ fn cache(c: &mut Criterion) {
     }
     // Every lookup misses: 4096 topics through a 1024-entry cache, in order.
     let topics = cycling_topics(4096);
-    let mut cache = MatchCache::default();
+    let mut cache = bench_cache();
     let mut next = 0;
     group.bench_function("cached_miss/cycling", |b| {
         b.iter(|| {

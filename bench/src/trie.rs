@@ -10,9 +10,18 @@ use std::collections::HashSet;
 use std::hint::black_box;
 
 use fovea_codec::topic::{Pattern, Topic};
-use fovea_trie::{Lookup, MatchCache, PatternTrie};
+use fovea_trie::{HashSeed, Lookup, MatchCache, PatternTrie, CACHE_MATCHES_MAX, CACHE_TOPICS_MAX};
 
 use crate::rng::Rng;
+
+/// Hash seed of every bench trie and cache: fixed, so that instruction counts repeat exactly
+/// (with random seeds, probe sequences and so counts move by a few percent between runs).
+pub const TABLE_SEED: u64 = 0xF0EA;
+
+/// A match cache of the default size with the fixed bench seed.
+pub fn bench_cache() -> MatchCache {
+    MatchCache::with_seed(CACHE_TOPICS_MAX, CACHE_MATCHES_MAX, HashSeed::fixed(TABLE_SEED))
+}
 
 /// Leaf of the bench tries: a reference count, the cross-shard interest index's shape.
 pub type Leaf = u32;
@@ -157,7 +166,7 @@ impl TrieFixture {
         }
         let mut present: Vec<Pattern> = texts.iter().map(|t| pattern(t)).collect();
         let absent = present.split_off(shape.patterns);
-        let mut trie = PatternTrie::new();
+        let mut trie = PatternTrie::with_seed(HashSeed::fixed(TABLE_SEED));
         for p in &present {
             *trie.entry(p) += 1;
         }
@@ -232,7 +241,7 @@ impl TargetFixture {
         let shape = TrieShape { patterns: Self::PATTERNS, wildcard_percent, depth: Self::DEPTH };
         let mut rng = Rng::new(shape.seed());
         let mut seen = HashSet::with_capacity(shape.patterns);
-        let mut trie = PatternTrie::new();
+        let mut trie = PatternTrie::with_seed(HashSeed::fixed(TABLE_SEED));
         let mut present = Vec::with_capacity(shape.patterns + 80);
         while present.len() < shape.patterns {
             let text = generate_pattern(&mut rng, shape);

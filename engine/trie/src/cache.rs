@@ -16,6 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use ahash::RandomState;
 use fovea_codec::topic::Topic;
 
+use crate::seed::HashSeed;
 use crate::trie::{topic_bytes, LeafId, PatternTrie};
 
 /// Default number of cached topics.
@@ -73,9 +74,14 @@ impl Default for MatchCache {
 impl MatchCache {
     /// A cache of at most `topics_max` topics with at most `matches_max` matches each.
     pub fn new(topics_max: usize, matches_max: usize) -> Self {
+        Self::with_seed(topics_max, matches_max, HashSeed::random())
+    }
+
+    /// Like [`new`](Self::new) with a chosen hash seed (see [`HashSeed`]).
+    pub fn with_seed(topics_max: usize, matches_max: usize, seed: HashSeed) -> Self {
         assert!(topics_max > 0 && topics_max <= u32::MAX as usize, "topics_max out of range");
         MatchCache {
-            hasher: RandomState::new(),
+            hasher: seed.bytes_hasher(),
             index: HashMap::default(),
             slots: Vec::new(),
             hand: 0,

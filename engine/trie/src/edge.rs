@@ -25,8 +25,9 @@ fn key(parent: NodeId, seg: SegId) -> u64 {
 }
 
 impl LiteralEdges {
-    pub(crate) fn new() -> Self {
-        LiteralEdges { map: HashMap::with_hasher(EdgeHashBuilder::new()) }
+    /// `seed` keys the table's hash (see [`HashSeed`](crate::HashSeed)).
+    pub(crate) fn new(seed: u64) -> Self {
+        LiteralEdges { map: HashMap::with_hasher(EdgeHashBuilder { seed: seed | 1 }) }
     }
 
     /// The child of `node` (whose id is `id`) along `seg`.
@@ -89,12 +90,6 @@ impl LiteralEdges {
 #[derive(Debug, Clone)]
 struct EdgeHashBuilder {
     seed: u64,
-}
-
-impl EdgeHashBuilder {
-    fn new() -> Self {
-        EdgeHashBuilder { seed: ahash::RandomState::new().hash_one(0x0ed9e_u64) | 1 }
-    }
 }
 
 impl BuildHasher for EdgeHashBuilder {

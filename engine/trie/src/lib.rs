@@ -42,6 +42,7 @@ mod edge;
 mod invariants;
 pub mod model;
 mod node;
+mod seed;
 mod segment;
 mod trie;
 mod walk;
@@ -50,4 +51,5 @@ mod walk;
 mod tests;
 
 pub use cache::{Lookup, MatchCache, CACHE_MATCHES_MAX, CACHE_TOPICS_MAX};
+pub use seed::HashSeed;
 pub use trie::{LeafId, PatternTrie};

@@ -4,8 +4,15 @@
 //! [`Pattern::matches`], the simplest matcher there is. [`Differential`] drives a
 //! [`PatternTrie`], a [`MatchCache`] over it and a [`BruteForce`] with the same [`Op`]s and panics
 //! on the first disagreement, after checking the trie's structural invariants. A `trie_ops` fuzz
-//! target is then a few lines: parse bytes into `Op`s (invalid topics are simply skipped, the
-//! codec validates) and call [`Differential::apply`] on each.
+//! target is then three lines:
+//!
+//! ```
+//! # let data: &[u8] = b"\x00\x03a.*\x02\x03a.b\x01\x03a.*";
+//! let mut harness = fovea_trie::model::Differential::new();
+//! for op in fovea_trie::model::Op::parse_all(data) {
+//!     harness.apply(&op);
+//! }
+//! ```
 
 use fovea_codec::topic::{Pattern, Topic};
 
@@ -83,6 +90,29 @@ pub enum Op {
     Unsubscribe(Pattern),
     /// Match a topic on all three indexes and compare.
     Publish(Topic),
+}
+
+impl Op {
+    /// Decodes a fuzzer's bytes into operations: each is a kind byte (`% 3`: subscribe,
+    /// unsubscribe, publish), a length byte, then that many bytes of pattern or topic text.
+    /// Text the codec rejects is skipped (validation is the codec's job and has its own fuzz
+    /// target); a truncated last operation is dropped.
+    pub fn parse_all(mut data: &[u8]) -> Vec<Op> {
+        let mut ops = Vec::new();
+        while let [kind, len, rest @ ..] = data {
+            let len = usize::from(*len).min(rest.len());
+            let (text, tail) = rest.split_at(len);
+            data = tail;
+            let Ok(text) = std::str::from_utf8(text) else { continue };
+            let op = match kind % 3 {
+                0 => text.parse().ok().map(Op::Subscribe),
+                1 => text.parse().ok().map(Op::Unsubscribe),
+                _ => text.parse().ok().map(Op::Publish),
+            };
+            ops.extend(op);
+        }
+        ops
+    }
 }
 
 /// Leaf used by [`Differential`]: the pattern's text (to tell leaves apart) and a count, the

@@ -72,13 +72,8 @@ pub(crate) struct SegmentInterner {
 }
 
 impl SegmentInterner {
-    pub(crate) fn new() -> Self {
-        SegmentInterner {
-            hasher: RandomState::new(),
-            table: HashTable::new(),
-            entries: Vec::new(),
-            free: Vec::new(),
-        }
+    pub(crate) fn new(hasher: RandomState) -> Self {
+        SegmentInterner { hasher, table: HashTable::new(), entries: Vec::new(), free: Vec::new() }
     }
 
     #[inline(always)]

@@ -375,3 +375,24 @@ fn short_segment_compare_agrees_with_slice_equality() {
         }
     }
 }
+
+#[test]
+fn fuzz_bytes_decode_into_valid_operations_only() {
+    use crate::model::Op;
+    // subscribe "a.*", unsubscribe "a." (invalid), publish "a.b", publish "a.*" (a topic may
+    // not hold a wildcard), publish "tail" whose length byte overshoots the input.
+    let data = b"\x00\x03a.*\x01\x02a.\x02\x03a.b\x05\x03a.*\x02\x09tail";
+    let texts: Vec<String> = Op::parse_all(data)
+        .iter()
+        .map(|op| match op {
+            Op::Subscribe(p) => format!("sub {}", p.as_str()),
+            Op::Unsubscribe(p) => format!("unsub {}", p.as_str()),
+            Op::Publish(t) => format!("pub {}", t.as_str()),
+        })
+        .collect();
+    assert_eq!(texts, ["sub a.*", "pub a.b", "pub tail"]);
+    let mut harness = crate::model::Differential::new();
+    for op in Op::parse_all(data) {
+        harness.apply(&op);
+    }
+}

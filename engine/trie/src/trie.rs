@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::edge::LiteralEdges;
 use crate::node::{NodeArena, NodeId, LEAF_NONE};
+use crate::seed::HashSeed;
 use crate::segment::{SegId, SegmentInterner};
 use crate::walk::{Scratch, Segments};
 
@@ -98,14 +99,19 @@ pub(crate) fn topic_bytes(topic: &Topic) -> &[u8] {
 }
 
 impl<L> PatternTrie<L> {
-    /// An empty trie (a root node and nothing else).
+    /// An empty trie (a root node and nothing else) with random hash seeds.
     pub fn new() -> Self {
+        Self::with_seed(HashSeed::random())
+    }
+
+    /// An empty trie whose hash tables use `seed` (see [`HashSeed`]).
+    pub fn with_seed(seed: HashSeed) -> Self {
         let nodes = NodeArena::new();
         let scratch = RefCell::new(Scratch::new(nodes.capacity()));
         PatternTrie {
             nodes,
-            edges: LiteralEdges::new(),
-            segments: SegmentInterner::new(),
+            edges: LiteralEdges::new(seed.edge_key()),
+            segments: SegmentInterner::new(seed.bytes_hasher()),
             leaves: Vec::new(),
             free_leaves: Vec::new(),
             len: 0,
