@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use fovea_codec::limits::TOPIC_DEPTH_MAX;
 use fovea_codec::topic::{Pattern, PatternSegment, Topic};
 use smallvec::SmallVec;
 
@@ -47,8 +48,8 @@ enum Step {
     Many,
 }
 
-/// Patterns are at most a few dozen segments (codec limits), so a removal path stays inline.
-type Path = SmallVec<[(NodeId, Step); 24]>;
+/// A removal path: one step per pattern segment, so the codec's depth limit keeps it inline.
+type Path = SmallVec<[(NodeId, Step); TOPIC_DEPTH_MAX]>;
 
 /// Source of [`PatternTrie::id`]: lets a [`MatchCache`](crate::MatchCache) notice it is being
 /// used with a different trie than the one that filled it.
