@@ -1,0 +1,243 @@
+//! Command-line arguments, and turning them into client options.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use fovea_client::codec::Realm;
+use fovea_client::{ConnectOptions, Verify};
+
+use crate::Usage;
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 success; 1 the node refused the request or closed the connection (the error \
+code's name is printed); 2 usage or connection errors (bad address, nothing answering, \
+certificate not trusted); 3 `sub --count N` ended by --duration before N deliveries.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fovea-cli",
+    version,
+    about = "Talk to a Fovea node: publish, subscribe, call, ping, stats",
+    after_help = EXIT_CODES
+)]
+pub(crate) struct Cli {
+    /// The node's QUIC address, ADDRESS:PORT or HOST:PORT.
+    #[arg(long, global = true, default_value = "127.0.0.1:4433", env = "FOVEA_NODE")]
+    pub(crate) node: String,
+    /// Realm to join.
+    #[arg(long, global = true, default_value = "default")]
+    pub(crate) realm: String,
+    /// Do not verify the node's certificate (a test node with its self-signed certificate).
+    #[arg(long, global = true, conflicts_with = "ca")]
+    pub(crate) insecure: bool,
+    /// CA certificate (PEM) to verify the node with; a node's own fovea-data/cert.pem pins it.
+    /// Without --ca or --insecure the system's CA store is used.
+    #[arg(long, global = true)]
+    pub(crate) ca: Option<PathBuf>,
+    /// TLS server name (default: the host of --node, or `localhost` for an IP address).
+    #[arg(long, global = true)]
+    pub(crate) server_name: Option<String>,
+    /// Peer id as 64 hex digits (random by default).
+    #[arg(long, global = true, value_parser = parse_peer_id)]
+    pub(crate) peer_id: Option<[u8; 32]>,
+    /// One JSON object per result line instead of human output.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Bound on connecting and on each answer: seconds (`2.5`) or a duration (`500ms`, `1m`).
+    #[arg(long, global = true, default_value = "5", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Publish MESSAGE to TOPIC and wait for the node's OK.
+    Pub {
+        /// Topic, e.g. `sensors.kitchen.temp`.
+        topic: String,
+        /// Payload, or `-` to read it from standard input.
+        message: String,
+        /// Message id for the node's duplicate suppression.
+        #[arg(long)]
+        message_id: Option<u64>,
+    },
+    /// Subscribe to patterns (sub ids 1..n, one connection) and print deliveries as they come.
+    ///
+    /// Human output: `topic: payload` (payload as lossy UTF-8). With --json, one object per
+    /// delivery: `topic`, `payload` (the text, or lowercase hex when it is not UTF-8),
+    /// `payload_encoding` (`utf8` or `hex`), `patterns` (this connection's patterns the
+    /// delivery matched), `sub_ids`, `message_id`. "subscribed to ..." goes to stderr once
+    /// every subscription is acknowledged, so scripts can publish after reading it.
+    Sub {
+        /// Patterns (`*` one segment, `**` zero or more).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        /// Exit after this many deliveries.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit after this long: seconds or a duration (`30s`). With --count, running out of
+        /// time first exits with code 3.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Call a procedure registered by some peer and print its reply.
+    Call {
+        /// Procedure name, e.g. `math.add`.
+        procedure: String,
+        /// Arguments (the payload), or `-` to read them from standard input.
+        #[arg(default_value = "")]
+        args: String,
+        /// The call's deadline at the node in milliseconds (0: the node's default).
+        #[arg(long, default_value_t = 0)]
+        deadline_ms: u64,
+        /// The node may retry the call on another provider if the first disconnects.
+        #[arg(long)]
+        idempotent: bool,
+    },
+    /// Measure round trips to the node with PING/PONG (min/avg/p50/max).
+    Ping {
+        /// Number of pings.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
+    },
+    /// Summarise the node's `fovea_*` metrics (its Prometheus endpoint).
+    Stats {
+        /// The metrics endpoint, ADDRESS:PORT or HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        metrics: String,
+    },
+}
+
+/// Seconds as a number (`2`, `0.5`) or a humantime duration (`500ms`, `2s`, `1m`); positive.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("{s:?} is not a positive number of seconds")),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{s:?} is neither seconds nor a duration like 500ms: {e}"))?,
+    };
+    if d.is_zero() {
+        return Err("the duration must be positive".into());
+    }
+    Ok(d)
+}
+
+fn parse_peer_id(s: &str) -> Result<[u8; 32], String> {
+    let err = || format!("{s:?} is not 64 hex digits");
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(err());
+    }
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+    }
+    Ok(id)
+}
+
+/// Resolves `ADDRESS:PORT` or `HOST:PORT` (first address), naming the flag in errors.
+pub(crate) fn resolve(flag: &str, s: &str) -> Result<SocketAddr, Usage> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let not_an_address = |detail: String| {
+        Usage(format!("{flag} {s:?} is not an ADDRESS:PORT or HOST:PORT address ({detail})"))
+    };
+    // A string without a port never resolves; say so rather than "invalid socket address".
+    if s.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+        return Err(not_an_address("missing or invalid port".into()));
+    }
+    let mut addrs = s.to_socket_addrs().map_err(|e| not_an_address(e.to_string()))?;
+    addrs.next().ok_or_else(|| not_an_address("the name has no address".into()))
+}
+
+impl Cli {
+    /// The node's address.
+    pub(crate) fn node_addr(&self) -> Result<SocketAddr, Usage> {
+        resolve("--node", &self.node)
+    }
+
+    /// Client options from the global flags.
+    pub(crate) fn connect_options(&self) -> Result<ConnectOptions, Usage> {
+        let realm: Realm = self
+            .realm
+            .parse()
+            .map_err(|e| Usage(format!("--realm {:?} is not a valid realm: {e}", self.realm)))?;
+        let mut options = ConnectOptions { request_timeout: self.timeout, ..Default::default() };
+        options.config.realm = realm;
+        options.config.peer_id = self.peer_id;
+        options.config.client_name = concat!("fovea-cli/", env!("CARGO_PKG_VERSION")).to_owned();
+        options.config.verify = match (&self.ca, self.insecure) {
+            (_, true) => Verify::Insecure,
+            (Some(ca), false) => Verify::CaFile(ca.clone()),
+            (None, false) => Verify::System,
+        };
+        options.server_name =
+            Some(self.server_name.clone().unwrap_or_else(|| self.default_server_name()));
+        Ok(options)
+    }
+
+    /// The host part of --node when it is a name, else `localhost` (what the node's
+    /// self-signed certificate names).
+    fn default_server_name(&self) -> String {
+        if self.node.parse::<SocketAddr>().is_ok() {
+            return "localhost".to_owned();
+        }
+        match self.node.rsplit_once(':') {
+            Some((host, _)) if !host.is_empty() => host.to_owned(),
+            _ => "localhost".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_humantime() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        for bad in ["0", "-1", "NaN", "inf", "soon", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn peer_ids_are_64_hex_digits() {
+        let id = parse_peer_id(&"ab".repeat(32)).unwrap();
+        assert_eq!(id, [0xab; 32]);
+        assert!(parse_peer_id("ab").is_err());
+        assert!(parse_peer_id(&"zz".repeat(32)).is_err());
+        assert!(parse_peer_id(&"é".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn addresses_resolve_or_say_why_not() {
+        assert_eq!(resolve("--node", "127.0.0.1:4433").unwrap(), "127.0.0.1:4433".parse().unwrap());
+        assert_eq!(resolve("--node", "[::1]:4433").unwrap(), "[::1]:4433".parse().unwrap());
+        assert!(resolve("--node", "localhost:4433").unwrap().ip().is_loopback());
+        let e = resolve("--node", "not-an-address").unwrap_err();
+        assert!(e.0.contains("is not an ADDRESS:PORT") && e.0.contains("port"), "{}", e.0);
+        assert!(resolve("--node", "127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn the_server_name_follows_a_host_name() {
+        let cli = |node: &str| Cli::try_parse_from(["fovea-cli", "--node", node, "ping"]).unwrap();
+        assert_eq!(cli("127.0.0.1:4433").default_server_name(), "localhost");
+        assert_eq!(cli("node.example:4433").default_server_name(), "node.example");
+        let o = cli("node.example:4433").connect_options().unwrap();
+        assert_eq!(o.server_name.as_deref(), Some("node.example"));
+    }
+
+    #[test]
+    fn insecure_and_ca_exclude_each_other() {
+        let r = Cli::try_parse_from(["fovea-cli", "--insecure", "--ca", "x.pem", "ping"]);
+        assert!(r.is_err());
+    }
+}

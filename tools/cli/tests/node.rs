@@ -1,0 +1,206 @@
+//! `fovea-cli` against a real node (in-process shards on loopback): the pub/sub round trip,
+//! binary payloads, ping, stats, certificate pinning, and what an operator sees when the node
+//! refuses a request or the certificate is not trusted. The CLI runs as a real process; every
+//! wait has a deadline.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+use fovea_engine::config::NodeConfig;
+use fovea_engine::node::Node;
+
+fn config() -> NodeConfig {
+    let mut c = NodeConfig::default();
+    c.node.listen = "127.0.0.1:0".parse().unwrap();
+    c.node.metrics = "127.0.0.1:0".parse().unwrap();
+    c.node.shards = 2;
+    c.node.pin_cores = false;
+    c.node.drain_timeout_ms = 1_000;
+    let mut r = [0u8; 8];
+    boring::rand::rand_bytes(&mut r).unwrap();
+    c.node.data_dir = std::env::temp_dir().join(format!(
+        "fovea-cli-{}-{}",
+        std::process::id(),
+        u64::from_le_bytes(r)
+    ));
+    c
+}
+
+fn start_node() -> Node {
+    Node::start(config()).unwrap()
+}
+
+/// The CLI for a test node: its self-signed certificate is not verified.
+fn cli(node: &Node) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fovea-cli"));
+    c.args(["--insecure", "--node", &node.quic_addr.to_string(), "--timeout", "20"]);
+    c
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Starts `sub` and returns once it has said on stderr that its subscriptions are active.
+fn start_sub(node: &Node, args: &[&str]) -> Child {
+    let mut sub =
+        cli(node).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("subscribed to"), "{line}");
+    sub
+}
+
+#[test]
+fn pub_reaches_sub_with_the_matching_patterns_in_json() {
+    let node = start_node();
+    let sub = start_sub(
+        &node,
+        &["--json", "sub", "room.*", "room.kitchen", "other", "--count", "1", "--duration", "20"],
+    );
+    let out = cli(&node).args(["pub", "room.kitchen", "21.5C"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "published 5 bytes to room.kitchen");
+    let got = sub.wait_with_output().unwrap();
+    assert!(got.status.success(), "{got:?}");
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(v["topic"], "room.kitchen");
+    assert_eq!(v["payload"], "21.5C");
+    assert_eq!(v["payload_encoding"], "utf8");
+    let mut patterns: Vec<String> =
+        v["patterns"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+    patterns.sort();
+    assert_eq!(patterns, vec!["room.*", "room.kitchen"]);
+    let mut ids: Vec<u64> =
+        v["sub_ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+    node.shutdown();
+}
+
+#[test]
+fn binary_payloads_from_stdin_arrive_as_hex_and_lossy_text() {
+    let node = start_node();
+    let json = start_sub(&node, &["--json", "sub", "bin.**", "--count", "1", "--duration", "20"]);
+    let human = start_sub(&node, &["sub", "bin.**", "--count", "1", "--duration", "20"]);
+    let mut publisher = cli(&node)
+        .args(["pub", "bin.blob", "-", "--message-id", "9"])
+        .stdin(Stdio::piped())
+        .output_later();
+    publisher.stdin.take().unwrap().write_all(&[0x66, 0xff, 0x00]).unwrap();
+    let out = publisher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let got = json.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(
+        (v["payload"].as_str(), v["payload_encoding"].as_str()),
+        (Some("66ff00"), Some("hex"))
+    );
+    assert_eq!(v["message_id"], 9);
+    let got = human.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "bin.blob: f\u{fffd}\0\n");
+    node.shutdown();
+}
+
+trait SpawnPiped {
+    fn output_later(&mut self) -> Child;
+}
+
+impl SpawnPiped for Command {
+    fn output_later(&mut self) -> Child {
+        self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+}
+
+#[test]
+fn sub_exits_three_when_the_count_is_not_reached_in_time() {
+    let node = start_node();
+    let out = cli(&node)
+        .args(["sub", "quiet.**", "--count", "1", "--duration", "300ms"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(stderr(&out).contains("0 of 1 deliveries"), "{out:?}");
+    node.shutdown();
+}
+
+#[test]
+fn ping_and_stats_report_figures() {
+    let node = start_node();
+    let out = cli(&node).args(["--json", "ping", "--count", "3"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"], 3);
+    assert!(v["max_ms"].as_f64().unwrap() >= v["p50_ms"].as_f64().unwrap());
+    assert!(v["p50_ms"].as_f64().unwrap() >= v["min_ms"].as_f64().unwrap());
+    let metrics = node.http_addr.to_string();
+    let out = cli(&node).args(["--json", "stats", "--metrics", &metrics]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["fovea_pings_answered_total"].as_f64().unwrap() >= 3.0, "{v}");
+    let out = cli(&node).args(["stats", "--metrics", &metrics]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("fovea_pings_answered_total ")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("fovea_peer_rtt_seconds ")), "{text}");
+    node.shutdown();
+}
+
+#[test]
+fn the_nodes_certificate_can_be_pinned_and_is_not_trusted_otherwise() {
+    let config = config();
+    let cert = config.node.data_dir.join("cert.pem");
+    let node = Node::start(config).unwrap();
+    let addr = node.quic_addr.to_string();
+    let cert = cert.to_str().unwrap();
+    let base = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fovea-cli"));
+        c.args(["--node", &addr, "--timeout", "20"]).args(extra);
+        c.output().unwrap()
+    };
+    let out = base(&["--ca", cert, "ping", "--count", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = base(&["ping", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("TLS alert") && err.contains("hint: the node's certificate is not trusted"),
+        "{err}"
+    );
+    node.shutdown();
+}
+
+#[test]
+fn a_rejected_subscription_prints_the_error_code_and_exits_one() {
+    let mut config = config();
+    config.limits.max_subscriptions_per_peer = 1;
+    let node = Node::start(config).unwrap();
+    let out = cli(&node).args(["sub", "a.**", "b.**", "--duration", "5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("rejected SUBSCRIBE: TOO_MANY_SUBSCRIPTIONS (0x103)"), "{err}");
+    node.shutdown();
+}
+
+#[test]
+fn an_oversized_payload_names_the_nodes_limit_and_exits_one() {
+    let node = start_node();
+    let mut child = cli(&node).args(["pub", "t", "-"]).stdin(Stdio::piped()).output_later();
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    child.stdin.take().unwrap().write_all(&big).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("exceeds the node's max_payload of 1048576 bytes"), "{out:?}");
+    node.shutdown();
+}
+
+#[test]
+fn call_without_a_provider_fails_with_no_provider() {
+    let node = start_node();
+    let out =
+        cli(&node).args(["call", "nobody.home", "x", "--deadline-ms", "2000"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("NO_PROVIDER"), "{out:?}");
+    node.shutdown();
+}
