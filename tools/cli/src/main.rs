@@ -10,7 +10,6 @@ mod metrics;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fovea_client::codec::ErrorCode;
 use fovea_client::ClientError;
 
 use args::{Cli, Command};
@@ -77,15 +76,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             | ClientError::PayloadTooLarge { .. }
             | ClientError::FrameTooLarge { .. },
         ) => 1,
-        // A certificate this side does not trust, or a node that went silent: connection
-        // problems, not a refusal.
-        Some(ClientError::Closed(c))
-            if c.is_tls_failure()
-                || (!c.by_peer && c.error_code == ErrorCode::IdleTimeout as u64) =>
-        {
-            2
-        }
-        Some(ClientError::Closed(_)) => 1,
+        // Closed by this side (an untrusted certificate, a silent node, a socket error) is a
+        // connection problem, not the node's refusal; so is a TLS failure either way.
+        Some(ClientError::Closed(c)) if c.by_peer && !c.is_tls_failure() => 1,
         _ => 2,
     }
 }

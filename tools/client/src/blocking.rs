@@ -140,6 +140,11 @@ impl Client {
                 }
             }
             if let Some(close) = client.session.closed() {
+                if close.is_idle_timeout() {
+                    // QUIC's idle timer runs during the handshake too: silence is silence.
+                    let after = round_ms(started.elapsed());
+                    return Err(ClientError::HandshakeTimeout { addr, after });
+                }
                 return Err(ClientError::Closed(close.clone()));
             }
             if Instant::now() >= deadline {

@@ -40,6 +40,11 @@ impl Close {
         self.error_code == 0
     }
 
+    /// True when QUIC ended the connection after the idle timeout (no CONNECTION_CLOSE).
+    pub fn is_idle_timeout(&self) -> bool {
+        self.is_app && !self.by_peer && self.error_code == ErrorCode::IdleTimeout as u64
+    }
+
     /// True when the TLS handshake failed (a TLS alert as transport error code).
     pub fn is_tls_failure(&self) -> bool {
         !self.is_app && (0x100..=0x1ff).contains(&self.error_code)
@@ -48,6 +53,11 @@ impl Close {
 
 impl fmt::Display for Close {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_idle_timeout() {
+            return f.write_str(
+                "connection timed out: nothing came from the node within the idle timeout",
+            );
+        }
         let who = if self.by_peer { "the node" } else { "this client" };
         write!(f, "connection closed by {who}: {} ({:#x})", self.code_name(), self.error_code)?;
         if !self.reason.is_empty() {
@@ -246,6 +256,13 @@ mod tests {
         assert!(close(0x130, false).is_tls_failure());
         assert!(!close(0x130, true).is_tls_failure());
         assert_eq!(close(0x1ff, false).code_name(), "TLS alert 255");
+        assert_eq!(
+            close(0x0d, true).to_string(),
+            "connection closed by the node: SHUTTING_DOWN (0xd)"
+        );
+        let idle = Close { by_peer: false, ..close(0x0e, true) };
+        assert!(idle.is_idle_timeout());
+        assert!(idle.to_string().contains("timed out"), "{idle}");
     }
 
     #[test]

@@ -297,12 +297,16 @@ impl ClientSession {
     /// Writes the next datagram to send into `out` (at least 1350 bytes) and returns its
     /// length and destination, or `None` when there is nothing to send now.
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        self.poll_transmit_info(out).map(|(n, info)| (n, info.to))
+    }
+
+    /// [`Self::poll_transmit`] with quiche's full send information, including the pacing
+    /// release time `at`, for drivers that pace (the blocking client sends at once).
+    pub fn poll_transmit_info(&mut self, out: &mut [u8]) -> Option<(usize, quiche::SendInfo)> {
         self.write_streams();
-        let sent = match self.conn.send(out) {
-            Ok((n, info)) => Some((n, info.to)),
-            // Done: nothing to send. Other errors close the connection inside quiche.
-            Err(_) => None,
-        };
+        // Err(Done): nothing to send. Other errors close the connection inside quiche, and
+        // update_close picks that up.
+        let sent = self.conn.send(out).ok();
         self.update_close();
         sent
     }
@@ -593,7 +597,14 @@ impl ClientSession {
                     by_peer: false,
                 }
             } else {
-                Close { error_code: 0, is_app: false, reason: String::new(), by_peer: false }
+                // Closed without a CONNECTION_CLOSE either way: a stateless reset from the node
+                // (it lost the connection's state, e.g. after a restart).
+                Close {
+                    error_code: 0,
+                    is_app: false,
+                    reason: "ended without a close frame (stateless reset?)".to_owned(),
+                    by_peer: true,
+                }
             }
         } else {
             return;
