@@ -26,8 +26,35 @@ fn config() -> NodeConfig {
     c
 }
 
-fn start_node() -> Node {
-    Node::start(config()).unwrap()
+/// A node that shuts down and removes its data directory when dropped.
+struct TestNode {
+    node: Option<Node>,
+    data_dir: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TestNode {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        self.node.as_ref().expect("running until dropped")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn start(config: NodeConfig) -> TestNode {
+    let data_dir = config.node.data_dir.clone();
+    TestNode { node: Some(Node::start(config).unwrap()), data_dir }
+}
+
+fn start_node() -> TestNode {
+    start(config())
 }
 
 /// The CLI for a test node: its self-signed certificate is not verified.
@@ -76,7 +103,6 @@ fn pub_reaches_sub_with_the_matching_patterns_in_json() {
         v["sub_ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, vec![1, 2]);
-    node.shutdown();
 }
 
 #[test]
@@ -100,7 +126,6 @@ fn binary_payloads_from_stdin_arrive_as_hex_and_lossy_text() {
     assert_eq!(v["message_id"], 9);
     let got = human.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&got.stdout), "bin.blob: f\u{fffd}\0\n");
-    node.shutdown();
 }
 
 trait SpawnPiped {
@@ -122,7 +147,6 @@ fn sub_exits_three_when_the_count_is_not_reached_in_time() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(stderr(&out).contains("0 of 1 deliveries"), "{out:?}");
-    node.shutdown();
 }
 
 #[test]
@@ -144,14 +168,13 @@ fn ping_and_stats_report_figures() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with("fovea_pings_answered_total ")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("fovea_peer_rtt_seconds ")), "{text}");
-    node.shutdown();
 }
 
 #[test]
 fn the_nodes_certificate_can_be_pinned_and_is_not_trusted_otherwise() {
     let config = config();
     let cert = config.node.data_dir.join("cert.pem");
-    let node = Node::start(config).unwrap();
+    let node = start(config);
     let addr = node.quic_addr.to_string();
     let cert = cert.to_str().unwrap();
     let base = |extra: &[&str]| {
@@ -168,19 +191,17 @@ fn the_nodes_certificate_can_be_pinned_and_is_not_trusted_otherwise() {
         err.contains("TLS alert") && err.contains("hint: the node's certificate is not trusted"),
         "{err}"
     );
-    node.shutdown();
 }
 
 #[test]
 fn a_rejected_subscription_prints_the_error_code_and_exits_one() {
     let mut config = config();
     config.limits.max_subscriptions_per_peer = 1;
-    let node = Node::start(config).unwrap();
+    let node = start(config);
     let out = cli(&node).args(["sub", "a.**", "b.**", "--duration", "5"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = stderr(&out);
     assert!(err.contains("rejected SUBSCRIBE: TOO_MANY_SUBSCRIPTIONS (0x103)"), "{err}");
-    node.shutdown();
 }
 
 #[test]
@@ -192,7 +213,6 @@ fn an_oversized_payload_names_the_nodes_limit_and_exits_one() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(stderr(&out).contains("exceeds the node's max_payload of 1048576 bytes"), "{out:?}");
-    node.shutdown();
 }
 
 #[test]
@@ -202,5 +222,4 @@ fn call_without_a_provider_fails_with_no_provider() {
         cli(&node).args(["call", "nobody.home", "x", "--deadline-ms", "2000"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(stderr(&out).contains("NO_PROVIDER"), "{out:?}");
-    node.shutdown();
 }
