@@ -6,9 +6,9 @@
 //! entry, and evicts with CLOCK (second chance): a slot hit since the hand last passed survives
 //! one more round. Slots keep their buffers, so a warm cache does not allocate on a miss either.
 //!
-//! Whether it pays off is measured in `bench/` (see the crate docs for the figures): a hit costs
-//! one hash of the whole topic plus a compare; a direct walk costs about one hash per segment plus
-//! one edge lookup per active node and segment.
+//! A hit costs one hash of the whole topic, one probe and one compare; a direct walk costs one
+//! hash per segment plus one edge lookup per active node and segment. Measured in `bench/`: a
+//! hit is 8–12× cheaper than a walk and a miss 13% dearer (figures in the crate docs).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
