@@ -78,7 +78,7 @@ impl<L> Default for PatternTrie<L> {
     }
 }
 
-/// The codec owns topic syntax; these two adapters are the only places that know its shape.
+/// The codec owns topic syntax; the trie reads patterns and topics only through these adapters.
 #[inline]
 pub(crate) fn pattern_segments(pattern: &Pattern) -> impl Iterator<Item = PatternSegment<'_>> {
     pattern.segments()
