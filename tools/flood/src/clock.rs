@@ -126,9 +126,25 @@ pub fn pid_cpu(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
 }
 
+/// CPU time the whole host has spent busy (user, nice, system, irq, softirq, steal over all
+/// CPUs, from `/proc/stat`): with this process's and the node's CPU time subtracted, what other
+/// work on the host took during a run.
+pub fn host_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| v.get(i).copied().unwrap_or(0)).sum::<u64>();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(busy * 1_000_000_000 / hz))
+}
+
 /// Time the threads of process `pid` spent runnable but waiting for a CPU (the second field of
 /// `/proc/<pid>/task/*/schedstat`): how much other work on the machine delayed them, the main
 /// source of noise on a shared host.
+/// On a VM this includes waking an idle vCPU (tens of µs per wake-up), so a lightly loaded run
+/// that sleeps and wakes thousands of times per second shows waits without any contention.
 pub fn pid_runqueue_wait(pid: u32) -> Option<Duration> {
     let mut total = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
@@ -153,6 +169,7 @@ mod tests {
     fn own_cpu_is_readable_both_ways() {
         assert!(pid_cpu(std::process::id()).is_some());
         assert!(pid_runqueue_wait(std::process::id()).is_some());
+        assert!(host_busy().is_some());
         let _ = process_cpu();
     }
 }

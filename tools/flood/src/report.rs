@@ -99,19 +99,22 @@ fn common_figures(m: &mut Map<String, Value>, scenario: &str, common: &Common, o
     }
     let ms = |d: Option<std::time::Duration>| d.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
     m.insert("flood_runqueue_wait_ms".into(), json!(ms(o.flood_runqueue_wait)));
+    m.insert("host_other_cpu_ms".into(), json!(ms(o.host_other_cpu)));
     if o.node_runqueue_wait.is_some() {
         m.insert("node_runqueue_wait_ms".into(), json!(ms(o.node_runqueue_wait)));
     }
 }
 
-/// How long the tool (and the node) waited for a CPU: other work on the host.
+/// Other work on the host during the window, and how long the tool and the node waited for a
+/// CPU (contention, and on a VM the wake-up latency of idle vCPUs).
 fn contention_line(out: &mut String, o: &Outcome) {
     let ms = |d: Option<std::time::Duration>| {
         d.map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
     };
     let _ = writeln!(
         out,
-        "  CPU waits    flood {}, node {} runnable but not running over the window (host contention)",
+        "  host         other work {} CPU; runnable-not-running: flood {}, node {}",
+        ms(o.host_other_cpu),
         ms(o.flood_runqueue_wait),
         ms(o.node_runqueue_wait)
     );

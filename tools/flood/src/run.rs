@@ -74,6 +74,9 @@ pub struct Outcome {
     pub flood_runqueue_wait: Option<Duration>,
     /// Time the node's threads waited for a CPU over the window (with `--node-pid`).
     pub node_runqueue_wait: Option<Duration>,
+    /// CPU time the rest of the host used over the window: busy time of all CPUs minus this
+    /// process and the node (with `--node-pid`; without it the node is part of the rest).
+    pub host_other_cpu: Option<Duration>,
     /// Threads that ran on io_uring (the others on the legacy driver).
     pub io_uring_threads: usize,
     /// Threads that failed during the run (their tallies are missing).
@@ -93,6 +96,7 @@ struct CpuSample {
     own: Duration,
     node_wait: Option<Duration>,
     own_wait: Option<Duration>,
+    host: Option<Duration>,
 }
 
 fn sample(pid: Option<u32>) -> CpuSample {
@@ -101,6 +105,7 @@ fn sample(pid: Option<u32>) -> CpuSample {
         own: clock::process_cpu(),
         node_wait: pid.and_then(clock::pid_runqueue_wait),
         own_wait: clock::pid_runqueue_wait(std::process::id()),
+        host: clock::host_busy(),
     }
 }
 
@@ -263,15 +268,19 @@ pub fn execute<S: Scenario + Send + 'static>(
     }
     let drain_s = send_end.map_or(0.0, |e| e.elapsed().as_secs_f64());
     stop(handles);
-    let (node_cpu, flood_cpu, node_runqueue_wait, flood_runqueue_wait) = match (at_start, at_end) {
-        (Some(a), Some(b)) => (
-            delta(a.node, b.node),
-            b.own.saturating_sub(a.own),
-            delta(a.node_wait, b.node_wait),
-            delta(a.own_wait, b.own_wait),
-        ),
-        _ => (None, Duration::ZERO, None, None),
-    };
+    let (node_cpu, flood_cpu, node_runqueue_wait, flood_runqueue_wait, host_busy) =
+        match (at_start, at_end) {
+            (Some(a), Some(b)) => (
+                delta(a.node, b.node),
+                b.own.saturating_sub(a.own),
+                delta(a.node_wait, b.node_wait),
+                delta(a.own_wait, b.own_wait),
+                delta(a.host, b.host),
+            ),
+            _ => (None, Duration::ZERO, None, None, None),
+        };
+    let host_other_cpu = host_busy
+        .map(|h| h.saturating_sub(flood_cpu).saturating_sub(node_cpu.unwrap_or(Duration::ZERO)));
     Ok(Outcome {
         tally,
         connect_s,
@@ -282,6 +291,7 @@ pub fn execute<S: Scenario + Send + 'static>(
         flood_cpu,
         flood_runqueue_wait,
         node_runqueue_wait,
+        host_other_cpu,
         io_uring_threads: shared.io_uring_threads.load(Ordering::Relaxed),
         thread_failures,
     })
