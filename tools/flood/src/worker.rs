@@ -47,14 +47,6 @@ pub struct Counters {
     pub connected: AtomicU64,
 }
 
-impl Counters {
-    /// Adds `n` to a counter only this thread writes.
-    #[inline]
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-    }
-}
-
 /// State shared by the main thread and the workers.
 #[derive(Debug)]
 pub struct Shared {
@@ -133,9 +125,13 @@ impl Ctx {
         self.shared.abort.load(Ordering::Relaxed)
     }
 
-    /// This thread's counters.
-    pub fn counters(&self) -> &Counters {
-        &self.shared.counters[self.index]
+    /// Publishes the tally's running counts for the progress line.
+    pub fn publish_counts(&self, t: &Tally) {
+        let c = &self.shared.counters[self.index];
+        c.sent.store(t.sent, Ordering::Relaxed);
+        c.received.store(t.received, Ordering::Relaxed);
+        c.errors.store(t.errors, Ordering::Relaxed);
+        c.connected.store(t.connected, Ordering::Relaxed);
     }
 
     /// Once per second: adds the latencies recorded since the last call (`interval`) to

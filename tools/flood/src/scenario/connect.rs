@@ -123,14 +123,6 @@ impl ConnectThread {
         self.inflight -= 1;
         Some(intended)
     }
-
-    fn publish_counters(&self, ctx: &Ctx) {
-        let c = ctx.counters();
-        c.sent.store(self.tally.sent, Ordering::Relaxed);
-        c.received.store(self.tally.connected, Ordering::Relaxed);
-        c.errors.store(self.tally.errors, Ordering::Relaxed);
-        c.connected.store(self.tally.connected, Ordering::Relaxed);
-    }
 }
 
 impl Scenario for ConnectThread {
@@ -208,7 +200,7 @@ impl Scenario for ConnectThread {
                 }
             }
         };
-        self.publish_counters(ctx);
+        ctx.publish_counts(&self.tally);
         Ok(step)
     }
 
@@ -220,7 +212,7 @@ impl Scenario for ConnectThread {
         }
         self.tally.expected = self.n as u64;
         self.tally.lost = (self.n as u64).saturating_sub(self.tally.connected);
-        self.publish_counters(ctx);
+        ctx.publish_counts(&self.tally);
         std::mem::take(&mut self.tally)
     }
 }

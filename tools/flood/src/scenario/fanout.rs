@@ -231,14 +231,6 @@ impl FanoutThread {
         true
     }
 
-    fn publish_counters(&self, ctx: &Ctx) {
-        let c = ctx.counters();
-        c.sent.store(self.tally.sent, Ordering::Relaxed);
-        c.received.store(self.tally.received, Ordering::Relaxed);
-        c.errors.store(self.tally.errors, Ordering::Relaxed);
-        c.connected.store(self.tally.connected, Ordering::Relaxed);
-    }
-
     fn start_window(&mut self, start_ns: u64, now: Instant) {
         let c = &self.plan.common;
         self.window = Some(Window::new(c, start_ns, now));
@@ -355,14 +347,10 @@ impl Scenario for FanoutThread {
                 let now_ns = epoch.ns(now);
                 let next_send = self.publish_due(ep, ctx, now_ns);
                 let next_report = ctx.interval(now, &mut self.interval, &mut self.tally.latency);
-                match next_send {
-                    Some(t) => Step::Wait(Some(epoch.at(t).min(next_report))),
-                    None if now_ns >= w.end_ns => {
-                        self.phase = Phase::Drain;
-                        Step::Wait(Some(now))
-                    }
-                    None => Step::Wait(Some(epoch.at(w.end_ns).min(next_report))),
-                }
+                w.sending_step(&epoch, now_ns, next_send, next_report).unwrap_or_else(|| {
+                    self.phase = Phase::Drain;
+                    Step::Wait(Some(now))
+                })
             }
             Phase::Drain => {
                 let w = self.window.expect("running");
@@ -384,7 +372,7 @@ impl Scenario for FanoutThread {
                 }
             }
         };
-        self.publish_counters(ctx);
+        ctx.publish_counts(&self.tally);
         Ok(step)
     }
 
@@ -407,7 +395,7 @@ impl Scenario for FanoutThread {
                 self.tally.reordered += seqs.reordered;
             }
         }
-        self.publish_counters(ctx);
+        ctx.publish_counts(&self.tally);
         std::mem::take(&mut self.tally)
     }
 }

@@ -7,8 +7,10 @@ pub mod pingpong;
 
 use std::time::{Duration, Instant};
 
+use crate::clock::Epoch;
 use crate::endpoint::Endpoint;
 use crate::params::Common;
+use crate::worker::Step;
 
 /// Handshakes a thread keeps in flight while it sets up: enough to connect thousands of peers
 /// in about a second, few enough that the node does not fall back to Retry (its default
@@ -85,5 +87,21 @@ impl Window {
     #[inline]
     pub fn measured(&self, ns: u64) -> bool {
         (self.measure_ns..self.end_ns).contains(&ns)
+    }
+
+    /// The step after a sending turn: wait for the next send (`next_send`, ns) or the next
+    /// report, whichever is first; `None` once sending is over (time to drain).
+    pub fn sending_step(
+        &self,
+        epoch: &Epoch,
+        now_ns: u64,
+        next_send: Option<u64>,
+        next_report: Instant,
+    ) -> Option<Step> {
+        match next_send {
+            Some(t) => Some(Step::Wait(Some(epoch.at(t).min(next_report)))),
+            None if now_ns >= self.end_ns => None,
+            None => Some(Step::Wait(Some(epoch.at(self.end_ns).min(next_report)))),
+        }
     }
 }

@@ -5,7 +5,6 @@
 //! Promise checked: every PING gets exactly one PONG, in order per connection.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -147,14 +146,6 @@ impl PingpongThread {
         }
         Some(now_ns)
     }
-
-    fn publish_counters(&self, ctx: &Ctx) {
-        let c = ctx.counters();
-        c.sent.store(self.tally.sent, Ordering::Relaxed);
-        c.received.store(self.tally.received, Ordering::Relaxed);
-        c.errors.store(self.tally.errors, Ordering::Relaxed);
-        c.connected.store(self.tally.connected, Ordering::Relaxed);
-    }
 }
 
 impl Scenario for PingpongThread {
@@ -223,14 +214,10 @@ impl Scenario for PingpongThread {
                 let now_ns = epoch.ns(now);
                 let next = self.ping_due(ep, now_ns);
                 let report = ctx.interval(now, &mut self.interval, &mut self.tally.latency);
-                match next {
-                    Some(t) => Step::Wait(Some(epoch.at(t).min(report))),
-                    None if now_ns >= w.end_ns => {
-                        self.phase = Phase::Drain;
-                        Step::Wait(Some(now))
-                    }
-                    None => Step::Wait(Some(epoch.at(w.end_ns).min(report))),
-                }
+                w.sending_step(&epoch, now_ns, next, report).unwrap_or_else(|| {
+                    self.phase = Phase::Drain;
+                    Step::Wait(Some(now))
+                })
             }
             Phase::Drain => {
                 let w = self.window.expect("running");
@@ -244,7 +231,7 @@ impl Scenario for PingpongThread {
                 }
             }
         };
-        self.publish_counters(ctx);
+        ctx.publish_counts(&self.tally);
         Ok(step)
     }
 
@@ -255,7 +242,7 @@ impl Scenario for PingpongThread {
             self.tally.lost += c.outstanding.len() as u64;
         }
         self.tally.expected = self.tally.sent;
-        self.publish_counters(ctx);
+        ctx.publish_counts(&self.tally);
         std::mem::take(&mut self.tally)
     }
 }
