@@ -2,3 +2,8 @@
 //!
 //! Will hold the sans-I/O Kademlia DHT, the service registry and the federation state machines,
 //! driven by typed messages and an injected clock; the engine's shards carry their frames.
+//!
+//! Built so far: [`dht`], the Kademlia DHT (routing table, iterative lookups, records with TTL
+//! and republish), a sans-I/O state machine driven by `now: Instant` arguments.
+
+pub mod dht;
