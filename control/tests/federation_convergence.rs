@@ -47,7 +47,7 @@ fn id(n: usize) -> NodeId {
 
 fn key(k: usize) -> EntryKey {
     EntryKey {
-        kind: if k % 2 == 0 { Kind::Interest } else { Kind::Registration },
+        kind: if k.is_multiple_of(2) { Kind::Interest } else { Kind::Registration },
         realm: Realm::from_static(if k < 3 { "acme" } else { "beta" }),
         name: format!("svc.k{k}").parse::<Pattern>().expect("valid pattern"),
     }
@@ -209,7 +209,7 @@ fn partition_then_heal_with_concurrent_writes_on_both_sides() {
         vec![Step::Link { a: 0, b: 1, up: false }, Step::Link { a: 0, b: 2, up: false }];
     for k in 0..KEYS {
         steps.push(Step::Local { node: 0, key: k, add: true });
-        steps.push(Step::Local { node: 1, key: k, add: k % 2 == 0 });
+        steps.push(Step::Local { node: 1, key: k, add: k.is_multiple_of(2) });
         steps.push(Step::Local { node: 2, key: k, add: true });
         steps.push(Step::Sync { puller: 1, peer: 2, shuffle: k as u64, dup: 1 });
         steps.push(Step::Wait { ms: 700 });

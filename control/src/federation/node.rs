@@ -402,6 +402,7 @@ impl Federation {
         }
         if self.membership.on_announce(a, now_ms) {
             self.metrics.announces_applied += 1;
+            self.replica.revive(a.node_id);
             self.replica.refresh(a.node_id, now_ms);
         }
     }
@@ -581,14 +582,17 @@ impl Federation {
                     self.outputs.push(Output::Swim { to, datagram });
                 }
                 MembershipEvent::Up(m) => {
+                    self.replica.revive(m.id);
                     self.replica.refresh(m.id, now_ms);
                     self.cache.clear();
                     self.outputs.push(Output::MemberUp(m));
                 }
                 MembershipEvent::Down(m) => self.member_down(m, now_ms),
-                MembershipEvent::Renamed { .. } | MembershipEvent::Rejoined(_) => {
+                MembershipEvent::Renamed { new, .. } => {
+                    self.replica.revive(new.id);
                     self.cache.clear();
                 }
+                MembershipEvent::Rejoined(_) => self.cache.clear(),
                 MembershipEvent::Idle => {}
             }
         }

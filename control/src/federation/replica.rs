@@ -358,6 +358,13 @@ impl Replica {
         }
     }
 
+    /// `origin` is back (membership up again, a newer ANNOUNCE): its floor goes, so the
+    /// entries it still holds are accepted again when anti-entropy brings them. It was alive
+    /// on the other side of a partition, not dead; whatever it removed meanwhile, it corrects.
+    pub fn revive(&mut self, origin: NodeId) {
+        self.floors.remove(&origin);
+    }
+
     /// Drops every entry of `origin` (membership declared it dead, or its TTL passed) and keeps
     /// its newest stamp as a floor against leftovers. Returns how many entries went.
     pub fn expire_origin(
@@ -591,6 +598,13 @@ mod tests {
         assert_eq!(c.last().map(|l| l.live), Some(false));
         let leftover = change("x", Op::Add, stamp(1_000, 0));
         assert_eq!(r.apply(B, &leftover, 31_000, &mut m, &mut c), Applied::Expired);
+        // Until it is seen alive again: then what it held comes back.
+        let mut revived = replica(A);
+        revived.apply(B, &leftover, 1_000, &mut m, &mut c);
+        revived.expire_origin(B, 2_000, &mut c);
+        assert_eq!(revived.apply(B, &leftover, 2_000, &mut m, &mut c), Applied::Expired);
+        revived.revive(B);
+        assert_eq!(revived.apply(B, &leftover, 2_000, &mut m, &mut c), Applied::Stored);
         // A restarted origin stamps above the floor and is accepted.
         let fresh = change("x", Op::Add, stamp(31_000, 0));
         assert_eq!(r.apply(B, &fresh, 31_000, &mut m, &mut c), Applied::Stored);
