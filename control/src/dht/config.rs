@@ -27,6 +27,10 @@ pub struct DhtConfig {
     /// Extra probes of the oldest contact of a full bucket before it is evicted. Default 1: one
     /// lost datagram must not cost a long-lived contact its slot.
     pub probe_retries: u8,
+    /// Times a lookup asks a candidate again after a timeout before giving up on it. Default 1:
+    /// with a few percent of datagrams lost, a lookup without a retry misses about one in ten
+    /// of the true closest nodes (measured in tests/dht_sim.rs).
+    pub query_retries: u8,
     /// Consecutive unanswered lookup queries after which a contact is replaced from the
     /// replacement cache (it stays, marked stale, while the cache is empty, so a node whose own
     /// network fails does not empty its table). Default 3.
@@ -82,6 +86,7 @@ impl Default for DhtConfig {
             replacement_cache: 8,
             request_timeout: Duration::from_secs(2),
             probe_retries: 1,
+            query_retries: 1,
             max_failures: 3,
             shortlist_factor: 3,
             max_queries_per_lookup: 128,

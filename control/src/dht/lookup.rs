@@ -3,7 +3,7 @@
 //!
 //! The lookup knows nothing of request ids, messages or timers: the node sends what
 //! [`Lookup::next_queries`] returns and reports each outcome ([`Lookup::on_nodes`],
-//! [`Lookup::on_value`], [`Lookup::on_failure`]), including timeouts. It ends when the k closest
+//! [`Lookup::on_value`], [`Lookup::on_timeout`], [`Lookup::on_failure`]). It ends when the k closest
 //! candidates that have not failed have all answered (nothing closer is left to ask), when a
 //! FIND_VALUE finds records, or after `max_queries_per_lookup` queries.
 //!
@@ -85,6 +85,7 @@ struct Candidate {
     distance: Distance,
     hops: u32,
     state: State,
+    attempts: u8,
 }
 
 /// How a reply's entries were screened.
@@ -110,6 +111,7 @@ pub struct Lookup {
     max_candidates: usize,
     max_queries: usize,
     max_value_len: usize,
+    retries: u8,
     candidates: Vec<Candidate>,
     queries: u32,
     failures: u32,
@@ -139,6 +141,7 @@ impl Lookup {
             max_candidates: config.k.max(1) * config.shortlist_factor.max(1),
             max_queries: config.max_queries_per_lookup,
             max_value_len: config.max_value_len,
+            retries: config.query_retries,
             candidates: Vec::new(),
             queries: 0,
             failures: 0,
@@ -181,7 +184,8 @@ impl Lookup {
         if pos >= self.max_candidates {
             return false;
         }
-        self.candidates.insert(pos, Candidate { contact, distance, hops, state: State::Waiting });
+        self.candidates
+            .insert(pos, Candidate { contact, distance, hops, state: State::Waiting, attempts: 0 });
         self.candidates.truncate(self.max_candidates);
         true
     }
@@ -213,6 +217,7 @@ impl Lookup {
                 .find(|c| c.state == State::Waiting);
             let Some(c) = next else { break };
             c.state = State::InFlight;
+            c.attempts = c.attempts.saturating_add(1);
             out.push(c.contact);
             in_flight += 1;
             self.queries += 1;
@@ -282,7 +287,20 @@ impl Lookup {
         }
     }
 
-    /// The query to `from` failed (timed out, or an ERROR answer).
+    /// The query to `from` timed out: it is asked again up to `query_retries` times, then it
+    /// counts as failed.
+    pub fn on_timeout(&mut self, from: &NodeId) {
+        let retries = self.retries;
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.contact.id == *from) {
+            if c.state == State::InFlight && c.attempts <= retries {
+                c.state = State::Waiting;
+                return;
+            }
+        }
+        self.on_failure(from);
+    }
+
+    /// The query to `from` failed for good (an ERROR answer, or out of retries).
     pub fn on_failure(&mut self, from: &NodeId) {
         if let Some(c) = self.candidates.iter_mut().find(|c| c.contact.id == *from) {
             if c.state == State::InFlight {
@@ -445,7 +463,7 @@ mod tests {
         let mut l =
             Lookup::new(LookupId(1), LookupKind::FindNode, target, local, &seeds, &config(), now);
         // Every third node never answers (its timeout is reported as a failure).
-        let dead = |c: &Contact| c.id.0[31] % 3 == 0;
+        let dead = |c: &Contact| c.id.0[31].is_multiple_of(3);
         let mut in_flight: Vec<Contact> = Vec::new();
         while !l.is_done() {
             in_flight.extend(l.next_queries());

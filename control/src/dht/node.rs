@@ -187,6 +187,8 @@ pub struct DhtNode {
     rng: SplitMix,
     out: VecDeque<Output>,
     next_housekeeping: Instant,
+    /// A join that reached nobody is retried then (with the backoff after it).
+    rejoin: Option<(Instant, Duration)>,
     stats: DhtStats,
 }
 
@@ -207,6 +209,7 @@ impl DhtNode {
             next_lookup: 1,
             rng: SplitMix::new(seed),
             out: VecDeque::new(),
+            rejoin: None,
             stats: DhtStats::default(),
         }
     }
@@ -471,7 +474,7 @@ impl DhtNode {
                         self.evicted(ev, now);
                     }
                     if let Some(active) = self.lookups.get_mut(&id) {
-                        active.lookup.on_failure(&req.to.id);
+                        active.lookup.on_timeout(&req.to.id);
                         self.advance(id, now);
                     }
                 }
@@ -497,6 +500,11 @@ impl DhtNode {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if let Some((at, wait)) = self.rejoin {
+            if at <= now && self.begin(LookupKind::Bootstrap, self.local.id, None, now).is_ok() {
+                self.rejoin = Some((now + wait * 2, wait));
+            }
+        }
         let expired = self.records.expire(now);
         if expired > 0 {
             self.event(Event::RecordsExpired(expired));
@@ -574,11 +582,20 @@ impl DhtNode {
         let Some(active) = self.lookups.remove(&id) else { return };
         let stored = active.store.map_or(0, |j| j.acks);
         let result = active.lookup.result(stored, now);
-        let kind = result.kind;
+        let (kind, answered) = (result.kind, result.closest.len());
         self.stats.lookups_done += 1;
         self.out.push_back(Output::Done(result));
         if kind == LookupKind::Bootstrap {
-            self.refresh_beyond_neighbours(now);
+            if answered == 0 {
+                // Nobody answered (the seed's reply was lost, or it is down): try again later,
+                // backing off, rather than waiting a refresh interval alone.
+                let wait = self.rejoin.map_or(self.config.request_timeout, |(_, w)| w * 2);
+                let wait = wait.min(self.config.refresh_interval);
+                self.rejoin = Some((now + wait, wait));
+            } else {
+                self.rejoin = None;
+                self.refresh_beyond_neighbours(now);
+            }
         }
     }
 
