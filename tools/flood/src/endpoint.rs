@@ -23,6 +23,7 @@ use crate::clock::{poll_fd, Epoch, Waker};
 use crate::conn::{quic_config, Conn, Phase, Tls, SESSION_STREAM};
 use crate::payload::Stamp;
 use crate::udp::{self, RecvBatch, SendBatch};
+use crate::wire::{self, Answer};
 
 /// Length of our connection IDs.
 const CID_LEN: usize = 16;
@@ -54,10 +55,30 @@ pub enum Event {
         conn: u32,
         /// When the datagram that completed it arrived, ns since the epoch.
         at_ns: u64,
+        /// The first subscription id the DELIVER lists.
+        sub: u64,
         /// The payload's header; `None` when the payload is too short to carry one.
         stamp: Option<Stamp>,
     },
-    /// A frame other than WELCOME, DELIVER and the node's PINGs.
+    /// An INVOKE (read only as far as the invocation id and the payload's header).
+    Invoke {
+        /// Connection.
+        conn: u32,
+        /// When the datagram that completed it arrived, ns since the epoch.
+        at_ns: u64,
+        /// Invocation id and payload header.
+        answer: Answer,
+    },
+    /// A REPLY from the node to a caller (read only as far as the call id and the header).
+    Reply {
+        /// Connection.
+        conn: u32,
+        /// When the datagram that completed it arrived, ns since the epoch.
+        at_ns: u64,
+        /// Call id and payload header.
+        answer: Answer,
+    },
+    /// A frame other than WELCOME, DELIVER, INVOKE, REPLY and the node's PINGs.
     Frame {
         /// Connection.
         conn: u32,
@@ -479,14 +500,16 @@ fn recycle(mut used: Vec<u32>, fresh: Vec<u32>) -> Vec<u32> {
 
 /// A frame as the endpoint decodes it.
 enum Decoded {
-    Delivery(Option<Stamp>),
+    Delivery(u64, Option<Stamp>),
+    Invoke(Answer),
+    Reply(Answer),
     Frame(Frame),
 }
 
 /// Reads a DELIVER body just far enough to find the payload's measurement header (sub ids,
-/// flags, message id, topic, payload: docs/PROTOCOL.md §6, DELIVER). `None`: malformed (the full
-/// decoder then says why).
-fn deliver_stamp(body: &[u8]) -> Option<Option<Stamp>> {
+/// flags, message id, topic, payload: docs/PROTOCOL.md §6, DELIVER), with the first subscription
+/// id listed. `None`: malformed (the full decoder then says why).
+fn deliver_stamp(body: &[u8]) -> Option<(u64, Option<Stamp>)> {
     let mut off = 0;
     let next_varint = |off: &mut usize| -> Option<u64> {
         let (v, n) = varint::decode(body.get(*off..)?)?;
@@ -494,8 +517,10 @@ fn deliver_stamp(body: &[u8]) -> Option<Option<Stamp>> {
         Some(v)
     };
     let ids = next_varint(&mut off)?;
+    let mut first = None;
     for _ in 0..ids {
-        next_varint(&mut off)?;
+        let id = next_varint(&mut off)?;
+        first.get_or_insert(id);
     }
     let flags = *body.get(off)?;
     off += 1;
@@ -506,22 +531,28 @@ fn deliver_stamp(body: &[u8]) -> Option<Option<Stamp>> {
     off = off.checked_add(topic_len)?;
     let payload_len = next_varint(&mut off)? as usize;
     let payload = body.get(off..off.checked_add(payload_len)?)?;
-    Some(Stamp::read(payload))
+    Some((first?, Stamp::read(payload)))
 }
 
-/// The next whole frame of `buf`. DELIVER, the hot path, is not materialised: its bytes are
-/// consumed in place, so the buffer keeps being reused instead of split into shared pieces.
+/// The next whole frame of `buf`. DELIVER, INVOKE and REPLY, the hot paths, are not
+/// materialised: their bytes are consumed in place, so the buffer keeps being reused instead of
+/// split into shared pieces.
 fn next_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Decoded>, DecodeError> {
     let Some(h) = peek_header(buf, limits)? else { return Ok(None) };
     let total = h.header_len + h.body_len;
     if buf.len() < total {
         return Ok(None);
     }
-    if h.frame_type == types::DELIVER {
-        if let Some(stamp) = deliver_stamp(&buf[h.header_len..total]) {
-            buf.advance(total);
-            return Ok(Some(Decoded::Delivery(stamp)));
-        }
+    let body = &buf[h.header_len..total];
+    let fast = match h.frame_type {
+        types::DELIVER => deliver_stamp(body).map(|(sub, stamp)| Decoded::Delivery(sub, stamp)),
+        types::INVOKE => wire::invoke_answer(body).map(Decoded::Invoke),
+        types::REPLY => wire::reply_answer(body).map(Decoded::Reply),
+        _ => None,
+    };
+    if let Some(d) = fast {
+        buf.advance(total);
+        return Ok(Some(d));
     }
     Ok(decode_frame(buf, limits)?.map(Decoded::Frame))
 }
@@ -549,8 +580,14 @@ fn read_streams(
                 break;
             }
             match next_frame(buf, limits) {
-                Ok(Some(Decoded::Delivery(stamp))) => {
-                    events.push(Event::Delivery { conn: id, at_ns, stamp })
+                Ok(Some(Decoded::Delivery(sub, stamp))) => {
+                    events.push(Event::Delivery { conn: id, at_ns, sub, stamp })
+                }
+                Ok(Some(Decoded::Invoke(answer))) => {
+                    events.push(Event::Invoke { conn: id, at_ns, answer })
+                }
+                Ok(Some(Decoded::Reply(answer))) => {
+                    events.push(Event::Reply { conn: id, at_ns, answer })
                 }
                 Ok(Some(Decoded::Frame(Frame::Ping(p)))) => {
                     // The node's keep-alive: answer at once, like any client.
@@ -628,8 +665,9 @@ mod tests {
             let mut got = 0;
             for b in buf.iter() {
                 feed.extend_from_slice(&[*b]);
-                if let Some(Decoded::Delivery(s)) = next_frame(&mut feed, &limits).unwrap() {
+                if let Some(Decoded::Delivery(sub, s)) = next_frame(&mut feed, &limits).unwrap() {
                     assert_eq!(s, Some(stamp));
+                    assert!(sub == 1 || sub == 7, "{sub}");
                     got += 1;
                 }
             }
@@ -644,7 +682,7 @@ mod tests {
         });
         let mut buf = BytesMut::new();
         d.encode(&mut buf);
-        assert!(matches!(next_frame(&mut buf, &limits), Ok(Some(Decoded::Delivery(None)))));
+        assert!(matches!(next_frame(&mut buf, &limits), Ok(Some(Decoded::Delivery(1, None)))));
         assert_eq!(deliver_stamp(&[1, 1, 0, 5, b'a']), None);
     }
 }

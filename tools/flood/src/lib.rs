@@ -7,7 +7,8 @@
 //! free of coordinated omission; every delivery is accounted per (subscriber, publisher) pair
 //! (`stats`).
 //!
-//! Entry points: [`fanout`], [`pingpong`], [`connect`]; each returns a [`report::Report`].
+//! Entry points: [`fanout`], [`pingpong`], [`connect`], [`rpc`]; each returns a
+//! [`report::Report`].
 
 pub mod clock;
 pub mod conn;
@@ -21,11 +22,12 @@ pub mod scenario;
 pub mod schedule;
 pub mod stats;
 pub mod udp;
+pub mod wire;
 pub mod worker;
 
 use std::time::Duration;
 
-use params::{Common, Connect, Fanout, Pingpong, UsageError};
+use params::{Common, Connect, Fanout, Pingpong, Rpc, UsageError};
 use report::Report;
 use run::{ConnectError, Measure, Spec};
 
@@ -77,6 +79,21 @@ pub fn pingpong(common: &Common, params: &Pingpong) -> Result<Report, FloodError
     };
     let outcome = run::execute(&spec, shares)?;
     Ok(report::pingpong(common, params, &outcome))
+}
+
+/// Runs RPC calls: callers → node → providers and back.
+pub fn rpc(common: &Common, params: &Rpc) -> Result<Report, FloodError> {
+    let shares = scenario::rpc::plan(common, params)?;
+    let spec = Spec {
+        common: common.clone(),
+        publishers: 0,
+        connections: params.providers + params.callers,
+        measure: Measure::Timed,
+        labels: ("calls", "replies"),
+        force_legacy: false,
+    };
+    let outcome = run::execute(&spec, shares)?;
+    Ok(report::rpc(common, params, &outcome))
 }
 
 /// Runs a connection storm (and holds the connections with `hold_s`).

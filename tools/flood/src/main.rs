@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use fovea_flood::conn::Tls;
-use fovea_flood::params::{self, Common, Connect, Fanout, Pingpong};
+use fovea_flood::params::{self, Common, Connect, Fanout, Pingpong, Rpc};
 use fovea_flood::schedule::Arrivals;
 use fovea_flood::FloodError;
 
@@ -68,8 +68,8 @@ enum Scenario {
     Pingpong(PingpongArgs),
     /// Connection storm (handshakes per second); --hold keeps the peers connected.
     Connect(ConnectArgs),
-    /// RPC calls through the node (not implemented yet).
-    Rpc,
+    /// Callers → procedure → providers through the node; latency, calls/s, exact answers.
+    Rpc(RpcArgs),
     /// Connect/subscribe/disconnect churn (not implemented yet).
     Churn,
 }
@@ -111,6 +111,34 @@ struct PingpongArgs {
     /// Poisson arrivals instead of fixed intervals.
     #[arg(long)]
     poisson: bool,
+}
+
+#[derive(Args, Debug)]
+struct RpcArgs {
+    /// Provider connections (each registers the procedure and echoes every call).
+    #[arg(long, default_value_t = 2)]
+    providers: usize,
+    /// Caller connections.
+    #[arg(long, default_value_t = 4)]
+    callers: usize,
+    /// Procedure name.
+    #[arg(long, default_value = "bench.echo")]
+    procedure: String,
+    /// Total call rate, calls per second over all callers (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Poisson arrivals instead of fixed intervals.
+    #[arg(long)]
+    poisson: bool,
+    /// Request and reply payload bytes (≥ 24: caller, call id, intended send time).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Call deadline in ms, sent as the CALL's timeout (0: the node's default).
+    #[arg(long, default_value_t = 5_000)]
+    deadline: u64,
+    /// Flag calls idempotent (the node retries them on another provider if one leaves).
+    #[arg(long)]
+    idempotent: bool,
 }
 
 #[derive(Args, Debug)]
@@ -192,13 +220,26 @@ fn run(cli: &Cli) -> Result<fovea_flood::report::Report, FloodError> {
             };
             fovea_flood::connect(&c, &p)
         }
-        Scenario::Rpc | Scenario::Churn => unreachable!("handled in main"),
+        Scenario::Rpc(a) => {
+            let p = Rpc {
+                providers: a.providers,
+                callers: a.callers,
+                procedure: a.procedure.clone(),
+                rate: a.rate,
+                arrivals: arrivals(a.poisson),
+                payload: a.payload,
+                deadline_ms: a.deadline,
+                idempotent: a.idempotent,
+            };
+            fovea_flood::rpc(&c, &p)
+        }
+        Scenario::Churn => unreachable!("handled in main"),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.scenario, Scenario::Rpc | Scenario::Churn) {
+    if matches!(cli.scenario, Scenario::Churn) {
         eprintln!("fovea-flood: this scenario is not implemented yet");
         return ExitCode::from(2);
     }

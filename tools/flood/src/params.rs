@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use fovea_codec::{Pattern, Realm, Topic};
+use fovea_codec::{Name, Pattern, Realm, Topic};
 use serde::Serialize;
 
 use crate::conn::Tls;
@@ -264,6 +264,110 @@ impl Connect {
             return usage(format!("--hold must be between 0 and {SECONDS_MAX} seconds"));
         }
         Ok(())
+    }
+}
+
+/// Longest call deadline the tool sends (the node cuts anything above its `rpc_max_timeout_ms`,
+/// 300 s by default).
+pub const DEADLINE_MS_MAX: u64 = 300_000;
+
+/// `rpc`: callers CALL a procedure that providers answer, through the node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rpc {
+    /// Provider connections (each REGISTERs the procedure and echoes every INVOKE).
+    pub providers: usize,
+    /// Caller connections.
+    pub callers: usize,
+    /// Procedure name.
+    pub procedure: String,
+    /// Total call rate (calls per second over all callers, open loop).
+    pub rate: f64,
+    /// Inter-arrival law.
+    #[serde(serialize_with = "ser_debug")]
+    pub arrivals: Arrivals,
+    /// Request and reply payload bytes (≥ 24, the measurement header).
+    pub payload: usize,
+    /// `timeout_ms` of each CALL (0: the node's default).
+    pub deadline_ms: u64,
+    /// CALLs flagged idempotent (the node retries them on another provider if one leaves).
+    pub idempotent: bool,
+}
+
+impl Rpc {
+    /// Checks bounds and syntax; returns the parsed procedure name.
+    pub fn validate(&self) -> Result<Name, UsageError> {
+        if self.callers == 0 {
+            return usage("--callers must be at least 1");
+        }
+        if self.providers + self.callers > CONNECTIONS_MAX {
+            return usage(format!("at most {CONNECTIONS_MAX} connections per run"));
+        }
+        if !(HEADER_LEN..=PAYLOAD_MAX).contains(&self.payload) {
+            return usage(format!(
+                "--payload must be {HEADER_LEN}..={PAYLOAD_MAX} bytes (the first {HEADER_LEN} carry caller, call id and send time)"
+            ));
+        }
+        if !(self.rate > 0.0 && self.rate <= RATE_MAX) {
+            return usage(format!("--rate must be in (0, {RATE_MAX}] calls per second"));
+        }
+        if self.deadline_ms > DEADLINE_MS_MAX {
+            return usage(format!("--deadline must be 0..={DEADLINE_MS_MAX} ms"));
+        }
+        self.procedure
+            .parse::<Name>()
+            .map_err(|e| UsageError(format!("bad --procedure {:?}: {e}", self.procedure)))
+    }
+}
+
+/// `churn`: subscribers subscribe, unsubscribe and reconnect while publishers publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct Churn {
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Churning subscriber connections.
+    pub subscribers: usize,
+    /// Payload bytes (≥ 24).
+    pub payload: usize,
+    /// Total publish rate.
+    pub rate: f64,
+    /// Subscribe/unsubscribe operations per second over all subscribers.
+    pub churn_rate: f64,
+    /// Each subscriber's connection is closed and opened again this often (0: never).
+    pub reconnect_every_s: f64,
+    /// Topic every publisher publishes on and every subscriber subscribes to.
+    pub topic: String,
+}
+
+impl Churn {
+    /// Checks bounds; returns the topic and the pattern (the topic itself).
+    pub fn validate(&self) -> Result<(Topic, Pattern), UsageError> {
+        if self.publishers == 0 || self.subscribers == 0 {
+            return usage("--publishers and --subscribers must be at least 1");
+        }
+        if self.publishers + self.subscribers > CONNECTIONS_MAX {
+            return usage(format!("at most {CONNECTIONS_MAX} connections per run"));
+        }
+        if !(HEADER_LEN..=PAYLOAD_MAX).contains(&self.payload) {
+            return usage(format!("--payload must be {HEADER_LEN}..={PAYLOAD_MAX} bytes"));
+        }
+        if !(self.rate > 0.0 && self.rate <= RATE_MAX) {
+            return usage(format!("--rate must be in (0, {RATE_MAX}] messages per second"));
+        }
+        if !(0.0..=RATE_MAX).contains(&self.churn_rate) {
+            return usage(format!("--churn-rate must be in [0, {RATE_MAX}] per second"));
+        }
+        if !(0.0..=SECONDS_MAX).contains(&self.reconnect_every_s) {
+            return usage(format!("--reconnect-every must be 0..={SECONDS_MAX} seconds"));
+        }
+        let topic = self
+            .topic
+            .parse::<Topic>()
+            .map_err(|e| UsageError(format!("bad --topic {:?}: {e}", self.topic)))?;
+        let pattern = self
+            .topic
+            .parse::<Pattern>()
+            .map_err(|e| UsageError(format!("bad --topic {:?}: {e}", self.topic)))?;
+        Ok((topic, pattern))
     }
 }
 

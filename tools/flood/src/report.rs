@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use crate::params::{Common, Connect, Fanout, Pingpong};
+use crate::params::{Common, Connect, Fanout, Pingpong, Rpc};
 use crate::progress::fmt_ns;
 use crate::run::Outcome;
 
@@ -334,6 +334,153 @@ pub fn pingpong(common: &Common, p: &Pingpong, o: &Outcome) -> Report {
     ] {
         if n > 0 {
             failures.push(format!("{n} pings {what}"));
+        }
+    }
+    if t.errors > 0 || !o.thread_failures.is_empty() {
+        failures.push(format!("{} errors", m["errors"]));
+    }
+    Report { json: Value::Object(m), human: h, failures }
+}
+
+/// Names of CALL_ERROR codes with their counts (`NO_PROVIDER`: 3, or `0x10001` for an
+/// application code).
+fn call_error_names(t: &crate::stats::Tally) -> Map<String, Value> {
+    t.call_errors
+        .iter()
+        .map(|(&code, &n)| {
+            let name = fovea_codec::ErrorCode::from_u64(code)
+                .map_or_else(|| format!("0x{code:x}"), |c| c.name().to_string());
+            (name, json!(n))
+        })
+        .collect()
+}
+
+/// How evenly the providers were invoked: min, max, and (max − min) / mean.
+fn spread(counts: &[u64]) -> (u64, u64, f64) {
+    let (Some(&min), Some(&max)) = (counts.iter().min(), counts.iter().max()) else {
+        return (0, 0, 0.0);
+    };
+    let mean = counts.iter().sum::<u64>() as f64 / counts.len() as f64;
+    let rel = if mean > 0.0 { (max - min) as f64 / mean } else { 0.0 };
+    (min, max, (rel * 1e4).round() / 1e4)
+}
+
+/// The report of an RPC run.
+pub fn rpc(common: &Common, p: &Rpc, o: &Outcome) -> Report {
+    let t = &o.tally;
+    let mut m = Map::new();
+    common_figures(&mut m, "rpc", common, o);
+    m.insert("params".into(), json!({ "common": common, "rpc": p }));
+    m.insert("providers".into(), json!(p.providers));
+    m.insert("callers".into(), json!(p.callers));
+    m.insert("procedure".into(), json!(p.procedure));
+    m.insert("payload_bytes".into(), json!(p.payload));
+    m.insert("rate".into(), json!(p.rate));
+    m.insert("deadline_ms".into(), json!(p.deadline_ms));
+    m.insert("idempotent".into(), json!(p.idempotent));
+    m.insert("warmup_s".into(), json!(common.warmup_s));
+    m.insert("duration_s".into(), json!(o.window_s));
+    m.insert("warmup_excluded".into(), json!(true));
+    m.insert("calls".into(), json!(t.sent));
+    m.insert("calls_measured".into(), json!(t.sent_measured));
+    m.insert("offered_calls_per_s".into(), json!(rate(t.sent_measured, o.window_s)));
+    m.insert("calls_skipped".into(), json!(t.skipped));
+    m.insert("replies".into(), json!(t.received));
+    m.insert("replies_measured".into(), json!(t.received_measured));
+    // What the node achieved: replies that arrived inside the measured window, per second.
+    m.insert("calls_per_s".into(), json!(rate(t.received_measured, o.window_s)));
+    let errors = call_error_names(t);
+    let errors_total: u64 = t.call_errors.values().sum();
+    m.insert("call_errors".into(), Value::Object(errors.clone()));
+    m.insert("call_errors_total".into(), json!(errors_total));
+    m.insert("timeouts".into(), json!(t.lost));
+    m.insert("duplicates".into(), json!(t.duplicates));
+    m.insert("unexpected".into(), json!(t.unexpected));
+    m.insert("drain_s".into(), json!(o.drain_s));
+    m.insert("drain_complete".into(), json!(t.drain_timeouts == 0));
+    let (min, max, rel) = spread(&t.invocations);
+    m.insert("invocations_per_provider".into(), json!(t.invocations));
+    m.insert("invocations_min".into(), json!(min));
+    m.insert("invocations_max".into(), json!(max));
+    m.insert("invocation_spread".into(), json!(rel));
+    percentiles(&mut m, "", &t.latency);
+    percentiles(&mut m, "send_lag_", &t.send_lag);
+    if let Some(v) = node_cpu_per(o, t.received_measured) {
+        m.insert("node_cpu_us_per_call".into(), json!(v));
+    }
+
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "fovea-flood rpc → {}: {} caller(s) → {:?} → {} provider(s), {} B, {} calls/s {}, deadline {}, {} thread(s), {} driver",
+        common.node, p.callers, p.procedure, p.providers, p.payload, p.rate,
+        if p.arrivals == crate::schedule::Arrivals::Poisson { "(Poisson)" } else { "(uniform)" },
+        if p.deadline_ms == 0 { "node default".to_string() } else { format!("{} ms", p.deadline_ms) },
+        common.threads, m["io_driver"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(h, "  setup        {} sessions in {:.2} s", t.connected, o.connect_s);
+    let _ =
+        writeln!(h, "  measured     {:.1} s after {:.1} s of warm-up", o.window_s, common.warmup_s);
+    let _ = writeln!(
+        h,
+        "  calls        {} sent ({:.1}/s offered), {} replies ({:.1}/s)",
+        t.sent_measured,
+        rate(t.sent_measured, o.window_s),
+        t.received_measured,
+        rate(t.received_measured, o.window_s)
+    );
+    let _ = writeln!(h, "  latency      {}", pct_line(&t.latency));
+    let _ = writeln!(h, "  send lag     {}", pct_line(&t.send_lag));
+    let drain = if t.drain_timeouts == 0 {
+        format!("drain {:.2} s", o.drain_s)
+    } else {
+        format!("drain timed out after {:.2} s: calls not answered count as timeouts", o.drain_s)
+    };
+    let _ = writeln!(
+        h,
+        "  whole run    {} calls, {} replies, {} CALL_ERRORs {} ({drain})",
+        t.sent,
+        t.received,
+        errors_total,
+        Value::Object(errors)
+    );
+    let _ = writeln!(
+        h,
+        "  accounting   timeouts {}, duplicates {}, unexpected {}, skipped sends {}, errors {}",
+        t.lost, t.duplicates, t.unexpected, t.skipped, m["errors"]
+    );
+    let _ = writeln!(
+        h,
+        "  providers    invocations {:?} (min {min}, max {max}, spread {:.2}% of the mean)",
+        t.invocations,
+        rel * 100.0
+    );
+    if let Some(cpu) = o.node_cpu {
+        let _ = writeln!(
+            h,
+            "  node CPU     {:.1} ms over the window = {} µs per call",
+            cpu.as_secs_f64() * 1e3,
+            node_cpu_per(o, t.received_measured).map_or("-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    let _ = writeln!(
+        h,
+        "  flood        CPU {:.1} ms over the window, socket drops {}",
+        o.flood_cpu.as_secs_f64() * 1e3,
+        t.socket_drops
+    );
+    contention_line(&mut h, o);
+    saturation_line(&mut h, common, o);
+    error_lines(&mut h, o);
+
+    let mut failures = Vec::new();
+    for (n, what) in [
+        (t.lost, "calls got no answer (timeout)"),
+        (t.duplicates, "calls were answered twice"),
+        (t.unexpected, "answers matched no call of ours (unknown id or another call's header)"),
+    ] {
+        if n > 0 {
+            failures.push(format!("{n} {what}"));
         }
     }
     if t.errors > 0 || !o.thread_failures.is_empty() {

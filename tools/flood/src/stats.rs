@@ -1,6 +1,8 @@
 //! Exact delivery accounting per (subscriber, publisher) pair, latency histograms, and the
 //! counters a thread hands back at the end of a run.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 
 /// Longest latency a histogram holds (longer values are clamped to it): 60 s.
@@ -128,6 +130,20 @@ pub struct Tally {
     pub socket_drops: u64,
     /// A few error descriptions, for the report.
     pub error_samples: Vec<String>,
+    /// RPC: CALL_ERRORs the callers received, by error code.
+    pub call_errors: BTreeMap<u64, u64>,
+    /// RPC: INVOKEs each provider received over the whole run, by provider index.
+    pub invocations: Vec<u64>,
+    /// Churn: SUBSCRIBEs sent after the setup.
+    pub subscribes: u64,
+    /// Churn: UNSUBSCRIBEs sent.
+    pub unsubscribes: u64,
+    /// Churn: connections closed and opened again by the schedule.
+    pub reconnects: u64,
+    /// Churn: subscriptions whose active window was checked (acknowledged with OK).
+    pub windows: u64,
+    /// Churn: messages owed to an active subscription that never came.
+    pub window_missing: u64,
 }
 
 /// Error descriptions kept per thread.
@@ -156,6 +172,13 @@ impl Default for Tally {
             stray_datagrams: 0,
             socket_drops: 0,
             error_samples: Vec::new(),
+            call_errors: BTreeMap::new(),
+            invocations: Vec::new(),
+            subscribes: 0,
+            unsubscribes: 0,
+            reconnects: 0,
+            windows: 0,
+            window_missing: 0,
         }
     }
 }
@@ -191,6 +214,20 @@ impl Tally {
         self.drain_timeouts += o.drain_timeouts;
         self.stray_datagrams += o.stray_datagrams;
         self.socket_drops += o.socket_drops;
+        for (code, n) in &o.call_errors {
+            *self.call_errors.entry(*code).or_default() += n;
+        }
+        if self.invocations.len() < o.invocations.len() {
+            self.invocations.resize(o.invocations.len(), 0);
+        }
+        for (mine, theirs) in self.invocations.iter_mut().zip(&o.invocations) {
+            *mine += theirs;
+        }
+        self.subscribes += o.subscribes;
+        self.unsubscribes += o.unsubscribes;
+        self.reconnects += o.reconnects;
+        self.windows += o.windows;
+        self.window_missing += o.window_missing;
         for e in &o.error_samples {
             if self.error_samples.len() < 2 * ERROR_SAMPLES_MAX && !self.error_samples.contains(e) {
                 self.error_samples.push(e.clone());
@@ -256,7 +293,12 @@ mod tests {
         record(&mut b.latency, 3_000);
         b.lost = 2;
         b.error("x".into());
+        a.invocations = vec![1];
+        b.invocations = vec![0, 5];
+        b.call_errors.insert(0x110, 3);
         a.merge(&b);
+        assert_eq!(a.invocations, vec![1, 5]);
+        assert_eq!(a.call_errors[&0x110], 3);
         assert_eq!(a.latency.len(), 2);
         assert_eq!(a.lost, 2);
         assert_eq!(a.errors, 1);

@@ -66,6 +66,9 @@ pub struct Shared {
     pub publishers_done: AtomicUsize,
     /// Threads that run on io_uring (the rest on the legacy driver).
     pub io_uring_threads: AtomicUsize,
+    /// Threads whose own traffic is complete in the drain (`rpc`: every call answered), so
+    /// their peers on other threads (providers) may leave.
+    pub drained_threads: AtomicUsize,
 }
 
 impl Shared {
@@ -80,6 +83,7 @@ impl Shared {
             published: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
             publishers_done: AtomicUsize::new(0),
             io_uring_threads: AtomicUsize::new(0),
+            drained_threads: AtomicUsize::new(0),
         }
     }
 
@@ -97,6 +101,7 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     tx: Sender<Msg>,
     ready_sent: bool,
+    drained_sent: bool,
     next_interval: Option<Instant>,
 }
 
@@ -110,6 +115,19 @@ impl Ctx {
             self.ready_sent = true;
             let _ = self.tx.send(Msg::Ready);
         }
+    }
+
+    /// Says this thread's own traffic is complete (once).
+    pub fn drained(&mut self) {
+        if !self.drained_sent {
+            self.drained_sent = true;
+            self.shared.drained_threads.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// True when every thread has said `drained`.
+    pub fn all_drained(&self) -> bool {
+        self.shared.drained_threads.load(Ordering::Acquire) >= self.shared.counters.len()
     }
 
     /// When sending starts, once the main thread has said so.
@@ -208,7 +226,14 @@ pub fn spawn<S: Scenario + Send + 'static>(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("flood-{index}")).spawn(move || {
         clock::tighten_timer_slack();
-        let ctx = Ctx { index, shared, tx: tx.clone(), ready_sent: false, next_interval: None };
+        let ctx = Ctx {
+            index,
+            shared,
+            tx: tx.clone(),
+            ready_sent: false,
+            drained_sent: false,
+            next_interval: None,
+        };
         let result = run_on_runtime(ctx, target, scenario).map(Box::new);
         let _ = tx.send(Msg::Done(index, result));
     })

@@ -88,7 +88,8 @@ fn usage_errors_exit_2() {
         (&["fanout", "--node", "not-an-address"][..], "bad node address"),
         (&["fanout", "--payload", "10"][..], "--payload"),
         (&["fanout", "--pattern", "a.#"][..], "bad --pattern"),
-        (&["rpc"][..], "not implemented"),
+        (&["rpc", "--payload", "10"][..], "--payload"),
+        (&["rpc", "--procedure", "a..b"][..], "bad --procedure"),
         (&["churn"][..], "not implemented"),
         (&["fanout", "--no-such-flag"][..], "unexpected argument"),
     ] {

@@ -148,7 +148,10 @@ impl Scenario for ConnectThread {
                     self.tally.error(reason);
                 }
             }
-            Event::Frame { .. } | Event::Delivery { .. } => {}
+            Event::Frame { .. }
+            | Event::Delivery { .. }
+            | Event::Invoke { .. }
+            | Event::Reply { .. } => {}
         }
         Ok(())
     }

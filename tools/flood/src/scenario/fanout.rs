@@ -257,7 +257,7 @@ impl Scenario for FanoutThread {
 
     fn on_event(&mut self, ep: &mut Endpoint, ctx: &mut Ctx, ev: Event) -> Result<(), String> {
         match ev {
-            Event::Delivery { conn, at_ns, stamp } => {
+            Event::Delivery { conn, at_ns, stamp, .. } => {
                 match self.roles.get(conn as usize).copied().flatten() {
                     Some(Role::Subscriber(s)) => self.on_deliver(s, at_ns, stamp),
                     _ => self.tally.unexpected += 1,
@@ -287,6 +287,8 @@ impl Scenario for FanoutThread {
                     _ => {}
                 }
             }
+            // Nothing registers here: RPC traffic is not ours.
+            Event::Invoke { .. } | Event::Reply { .. } => self.tally.unexpected += 1,
             Event::Welcome { conn, .. } => {
                 self.opener.settled();
                 self.sessions += 1;

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod fanout;
 pub mod pingpong;
+pub mod rpc;
 
 use std::time::{Duration, Instant};
 

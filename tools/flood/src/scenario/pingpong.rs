@@ -168,7 +168,10 @@ impl Scenario for PingpongThread {
                     self.on_pong(local, at_ns, p.ping_id);
                 }
             }
-            Event::Frame { .. } | Event::Delivery { .. } => {}
+            Event::Frame { .. }
+            | Event::Delivery { .. }
+            | Event::Invoke { .. }
+            | Event::Reply { .. } => {}
             Event::Closed { reason, expected, .. } => {
                 if !expected {
                     if self.phase == Phase::Setup {
