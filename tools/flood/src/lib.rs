@@ -7,7 +7,7 @@
 //! free of coordinated omission; every delivery is accounted per (subscriber, publisher) pair
 //! (`stats`).
 //!
-//! Entry points: [`fanout`], [`pingpong`], [`connect`], [`rpc`]; each returns a
+//! Entry points: [`fanout`], [`pingpong`], [`connect`], [`rpc`], [`churn`]; each returns a
 //! [`report::Report`].
 
 pub mod clock;
@@ -27,7 +27,7 @@ pub mod worker;
 
 use std::time::Duration;
 
-use params::{Common, Connect, Fanout, Pingpong, Rpc, UsageError};
+use params::{Churn, Common, Connect, Fanout, Pingpong, Rpc, UsageError};
 use report::Report;
 use run::{ConnectError, Measure, Spec};
 
@@ -94,6 +94,21 @@ pub fn rpc(common: &Common, params: &Rpc) -> Result<Report, FloodError> {
     };
     let outcome = run::execute(&spec, shares)?;
     Ok(report::rpc(common, params, &outcome))
+}
+
+/// Runs subscribe/unsubscribe/reconnect churn under a publisher's traffic.
+pub fn churn(common: &Common, params: &Churn) -> Result<Report, FloodError> {
+    let shares = scenario::churn::plan(common, params)?;
+    let spec = Spec {
+        common: common.clone(),
+        publishers: params.publishers,
+        connections: params.publishers + params.subscribers,
+        measure: Measure::Timed,
+        labels: ("publishes", "deliveries"),
+        force_legacy: false,
+    };
+    let outcome = run::execute(&spec, shares)?;
+    Ok(report::churn(common, params, &outcome))
 }
 
 /// Runs a connection storm (and holds the connections with `hold_s`).

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use fovea_flood::conn::Tls;
-use fovea_flood::params::{self, Common, Connect, Fanout, Pingpong, Rpc};
+use fovea_flood::params::{self, Churn, Common, Connect, Fanout, Pingpong, Rpc};
 use fovea_flood::schedule::Arrivals;
 use fovea_flood::FloodError;
 
@@ -70,8 +70,9 @@ enum Scenario {
     Connect(ConnectArgs),
     /// Callers → procedure → providers through the node; latency, calls/s, exact answers.
     Rpc(RpcArgs),
-    /// Connect/subscribe/disconnect churn (not implemented yet).
-    Churn,
+    /// Subscribe/unsubscribe/reconnect churn under a publisher's traffic; checks every
+    /// active subscription got every message exactly once, in order.
+    Churn(ChurnArgs),
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +140,31 @@ struct RpcArgs {
     /// Flag calls idempotent (the node retries them on another provider if one leaves).
     #[arg(long)]
     idempotent: bool,
+}
+
+#[derive(Args, Debug)]
+struct ChurnArgs {
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Churning subscriber connections.
+    #[arg(long, default_value_t = 20)]
+    subscribers: usize,
+    /// Payload bytes (≥ 24).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Total publish rate, messages per second (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Subscribe/unsubscribe operations per second over all subscribers.
+    #[arg(long, default_value_t = 50.0)]
+    churn_rate: f64,
+    /// Close and reopen each subscriber's connection every S seconds (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    reconnect_every: f64,
+    /// The topic (subscribers subscribe to exactly it).
+    #[arg(long, default_value = "flood.churn")]
+    topic: String,
 }
 
 #[derive(Args, Debug)]
@@ -233,16 +259,23 @@ fn run(cli: &Cli) -> Result<fovea_flood::report::Report, FloodError> {
             };
             fovea_flood::rpc(&c, &p)
         }
-        Scenario::Churn => unreachable!("handled in main"),
+        Scenario::Churn(a) => {
+            let p = Churn {
+                publishers: a.publishers,
+                subscribers: a.subscribers,
+                payload: a.payload,
+                rate: a.rate,
+                churn_rate: a.churn_rate,
+                reconnect_every_s: a.reconnect_every,
+                topic: a.topic.clone(),
+            };
+            fovea_flood::churn(&c, &p)
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.scenario, Scenario::Churn) {
-        eprintln!("fovea-flood: this scenario is not implemented yet");
-        return ExitCode::from(2);
-    }
     if !cli.insecure && cli.ca.is_none() {
         eprintln!(
             "fovea-flood: note: verifying the node's certificate with the system CAs; a node with \

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use crate::params::{Common, Connect, Fanout, Pingpong, Rpc};
+use crate::params::{Churn, Common, Connect, Fanout, Pingpong, Rpc};
 use crate::progress::fmt_ns;
 use crate::run::Outcome;
 
@@ -482,6 +482,87 @@ pub fn rpc(common: &Common, p: &Rpc, o: &Outcome) -> Report {
         if n > 0 {
             failures.push(format!("{n} {what}"));
         }
+    }
+    if t.errors > 0 || !o.thread_failures.is_empty() {
+        failures.push(format!("{} errors", m["errors"]));
+    }
+    Report { json: Value::Object(m), human: h, failures }
+}
+
+/// The report of a churn run.
+pub fn churn(common: &Common, p: &Churn, o: &Outcome) -> Report {
+    let t = &o.tally;
+    let mut m = Map::new();
+    common_figures(&mut m, "churn", common, o);
+    m.insert("params".into(), json!({ "common": common, "churn": p }));
+    m.insert("publishers".into(), json!(p.publishers));
+    m.insert("subscribers".into(), json!(p.subscribers));
+    m.insert("payload_bytes".into(), json!(p.payload));
+    m.insert("rate".into(), json!(p.rate));
+    m.insert("churn_rate".into(), json!(p.churn_rate));
+    m.insert("reconnect_every_s".into(), json!(p.reconnect_every_s));
+    m.insert("warmup_s".into(), json!(common.warmup_s));
+    m.insert("duration_s".into(), json!(o.window_s));
+    m.insert("publishes".into(), json!(t.sent));
+    m.insert("publishes_skipped".into(), json!(t.skipped));
+    m.insert("deliveries".into(), json!(t.received));
+    m.insert("deliveries_per_s".into(), json!(rate(t.received_measured, o.window_s)));
+    let ops = t.subscribes + t.unsubscribes + t.reconnects;
+    m.insert("churn_ops".into(), json!(ops));
+    m.insert("subscribes".into(), json!(t.subscribes));
+    m.insert("unsubscribes".into(), json!(t.unsubscribes));
+    m.insert("reconnects".into(), json!(t.reconnects));
+    m.insert("churn_skipped".into(), json!(t.churn_skipped));
+    m.insert("windows".into(), json!(t.windows));
+    m.insert("window_missing".into(), json!(t.window_missing));
+    m.insert("duplicated_or_reordered".into(), json!(t.duplicates));
+    m.insert("unexpected".into(), json!(t.unexpected));
+    let violations = t.window_missing + t.duplicates + t.unexpected;
+    m.insert("violations".into(), json!(violations));
+    m.insert("drain_s".into(), json!(o.drain_s));
+    m.insert("drain_complete".into(), json!(t.drain_timeouts == 0));
+    percentiles(&mut m, "", &t.latency);
+
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "fovea-flood churn → {}: {} publisher(s) on {:?} at {} msg/s → {} subscriber(s), {} churn ops/s, reconnect every {}, {} thread(s)",
+        common.node, p.publishers, p.topic, p.rate, p.subscribers, p.churn_rate,
+        if p.reconnect_every_s > 0.0 { format!("{} s", p.reconnect_every_s) } else { "never".into() },
+        common.threads
+    );
+    let _ = writeln!(h, "  setup        {} sessions in {:.2} s", t.connected, o.connect_s);
+    let _ = writeln!(
+        h,
+        "  churn        {ops} operations: {} subscribes, {} unsubscribes, {} reconnects ({} skipped: all busy)",
+        t.subscribes, t.unsubscribes, t.reconnects, t.churn_skipped
+    );
+    let _ = writeln!(
+        h,
+        "  traffic      published {}, delivered {} ({:.1}/s in the window)",
+        t.sent,
+        t.received,
+        rate(t.received_measured, o.window_s)
+    );
+    let _ = writeln!(h, "  latency      {}", pct_line(&t.latency));
+    let _ = writeln!(
+        h,
+        "  promises     {} active windows checked: missing {}, duplicated or reordered {}, unexpected {} → {violations} violations",
+        t.windows, t.window_missing, t.duplicates, t.unexpected
+    );
+    contention_line(&mut h, o);
+    saturation_line(&mut h, common, o);
+    error_lines(&mut h, o);
+
+    let mut failures = Vec::new();
+    if violations > 0 {
+        failures.push(format!(
+            "{violations} violations ({} owed messages missing, {} duplicated or reordered, {} unexpected)",
+            t.window_missing, t.duplicates, t.unexpected
+        ));
+    }
+    if t.drain_timeouts > 0 {
+        failures.push("the drain timed out with owed messages missing".into());
     }
     if t.errors > 0 || !o.thread_failures.is_empty() {
         failures.push(format!("{} errors", m["errors"]));

@@ -144,6 +144,8 @@ pub struct Tally {
     pub windows: u64,
     /// Churn: messages owed to an active subscription that never came.
     pub window_missing: u64,
+    /// Churn: operations due while every subscriber was waiting for an OK (not done).
+    pub churn_skipped: u64,
 }
 
 /// Error descriptions kept per thread.
@@ -179,6 +181,7 @@ impl Default for Tally {
             reconnects: 0,
             windows: 0,
             window_missing: 0,
+            churn_skipped: 0,
         }
     }
 }
@@ -228,6 +231,7 @@ impl Tally {
         self.reconnects += o.reconnects;
         self.windows += o.windows;
         self.window_missing += o.window_missing;
+        self.churn_skipped += o.churn_skipped;
         for e in &o.error_samples {
             if self.error_samples.len() < 2 * ERROR_SAMPLES_MAX && !self.error_samples.contains(e) {
                 self.error_samples.push(e.clone());

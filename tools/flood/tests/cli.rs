@@ -1,6 +1,6 @@
 //! The `fovea-flood` binary: JSON on stdout and exit 0 for a clean run against a real node; a
 //! clear message and exit code 2 for a refused port, a silent port, a bad address, bad
-//! parameters and the scenarios not built yet. Every wait has a deadline.
+//! parameters. Every wait has a deadline.
 
 mod common;
 
@@ -90,7 +90,8 @@ fn usage_errors_exit_2() {
         (&["fanout", "--pattern", "a.#"][..], "bad --pattern"),
         (&["rpc", "--payload", "10"][..], "--payload"),
         (&["rpc", "--procedure", "a..b"][..], "bad --procedure"),
-        (&["churn"][..], "not implemented"),
+        (&["churn", "--payload", "10"][..], "--payload"),
+        (&["churn", "--topic", "a.*"][..], "bad --topic"),
         (&["fanout", "--no-such-flag"][..], "unexpected argument"),
     ] {
         let o = flood(args);

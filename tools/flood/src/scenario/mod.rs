@@ -1,6 +1,7 @@
 //! The scenarios: each is a per-thread state machine driven by `worker`, built by a `plan`
 //! function that splits the run's connections over threads.
 
+pub mod churn;
 pub mod connect;
 pub mod fanout;
 pub mod pingpong;
