@@ -11,11 +11,13 @@ use fovea_bench::codec::{
     decode, decode_split, encode_deliver_head_into, encode_deliver_tail_once, encode_frame,
     encode_publish_into, FrameFixture, Kind, SUB_IDS,
 };
+use fovea_bench::fanout::{handoff_batch, plan_publish, FanoutFixture, HandoffFixture};
 use fovea_bench::trie::{
     bench_cache, cache_match_count, trie_insert, trie_match_count, trie_remove, TargetFixture,
     TrieFixture, TrieShape,
 };
 use fovea_codec::{Frame, Topic};
+use fovea_fanout::PlanOutcome;
 use fovea_trie::{Lookup, MatchCache};
 use iai_callgrind::{
     library_benchmark, library_benchmark_group, main, Callgrind, LibraryBenchmarkConfig,
@@ -302,7 +304,44 @@ library_benchmark_group!(
         encode_subscribe, encode_call, encode_reply
 );
 
+// ---- fan-out: planning one publish onto N subscribers, the cross-shard handoff ----
+
+fn fanout_fixture(subscribers: usize) -> Box<FanoutFixture> {
+    Box::new(FanoutFixture::new(subscribers))
+}
+
+fn check_plan((outcome, fx): (PlanOutcome, Box<FanoutFixture>)) {
+    fx.check(outcome, 1);
+}
+
+#[library_benchmark(setup = fanout_fixture, teardown = check_plan)]
+#[bench::n1(1)]
+#[bench::n10(10)]
+#[bench::n100(100)]
+#[bench::n1000(1_000)]
+#[bench::n10000(10_000)]
+fn plan(mut fx: Box<FanoutFixture>) -> (PlanOutcome, Box<FanoutFixture>) {
+    (plan_publish(&mut fx), fx)
+}
+
+fn handoff_fixture(batch: usize) -> Box<HandoffFixture> {
+    Box::new(HandoffFixture::new(batch))
+}
+
+fn check_handoff((received, fx): (usize, Box<HandoffFixture>)) {
+    assert_eq!(received, fx.batch, "every message of the batch received");
+}
+
+#[library_benchmark(setup = handoff_fixture, teardown = check_handoff)]
+#[bench::batch1(1)]
+#[bench::batch64(64)]
+fn handoff(fx: Box<HandoffFixture>) -> (usize, Box<HandoffFixture>) {
+    (handoff_batch(&fx), fx)
+}
+
+library_benchmark_group!(name = fanout; benchmarks = plan, handoff);
+
 main!(
     config = LibraryBenchmarkConfig::default().tool(Callgrind::with_args(["--cache-sim=no"]));
-    library_benchmark_groups = codec, trie_target, trie
+    library_benchmark_groups = codec, fanout, trie_target, trie
 );

@@ -7,5 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod fanout;
 pub mod rng;
 pub mod trie;

@@ -920,11 +920,38 @@ pub fn encode_deliver_tail(message_id: Option<u64>, topic: &Topic, payload: &[u8
     out.freeze()
 }
 
+/// The most bytes [`encode_deliver_head`] writes for `sub_ids` subscription ids: type, length
+/// and count varints, and up to 8 bytes per id.
+#[inline]
+pub const fn deliver_head_len_max(sub_ids: usize) -> usize {
+    1 + 8 + 8 + 8 * sub_ids
+}
+
 /// Writes the per-connection head of a DELIVER (type, length, subscription ids) whose tail is
 /// `tail_len` bytes long.
 #[inline]
 pub fn encode_deliver_head(sub_ids: &[u64], tail_len: usize, out: &mut BytesMut) {
     debug_assert!(!sub_ids.is_empty());
+    // The head is written once per subscriber per publish: assembling it on the stack and
+    // copying it in one `extend_from_slice` costs a third of one `put_slice` per field.
+    const INLINE_IDS: usize = 4;
+    if sub_ids.len() > INLINE_IDS {
+        return encode_deliver_head_long(sub_ids, tail_len, out);
+    }
+    let mut ids = [0u8; 8 * (INLINE_IDS + 1)];
+    let mut n = varint::encode(sub_ids.len() as u64, &mut ids);
+    for &id in sub_ids {
+        n += varint::encode(id, &mut ids[n..]);
+    }
+    let mut buf = [0u8; deliver_head_len_max(INLINE_IDS)];
+    buf[0] = types::DELIVER;
+    let m = 1 + varint::encode((n + tail_len) as u64, &mut buf[1..]);
+    buf[m..m + n].copy_from_slice(&ids[..n]);
+    out.extend_from_slice(&buf[..m + n]);
+}
+
+#[cold]
+fn encode_deliver_head_long(sub_ids: &[u64], tail_len: usize, out: &mut BytesMut) {
     let mut ids_len = varint::len(sub_ids.len() as u64);
     for &id in sub_ids {
         ids_len += varint::len(id);

@@ -57,15 +57,7 @@ pub struct TlsSection {
     pub key: Option<PathBuf>,
 }
 
-/// What the node does with a subscriber whose send budget is exhausted.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SlowConsumerPolicy {
-    /// Drop the newest delivery for that subscriber and count it.
-    Drop,
-    /// Close the subscriber's connection with SLOW_CONSUMER.
-    Disconnect,
-}
+pub use fovea_fanout::SlowConsumerPolicy;
 
 /// How the node picks a provider for a call.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -8,8 +8,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use smallvec::SmallVec;
+
+use fovea_fanout::Recipient;
+pub use fovea_fanout::TxQueue;
 
 use crate::quic::QuicConn;
 
@@ -37,57 +40,39 @@ pub enum Phase {
     Closing,
 }
 
-/// Outgoing frames that quiche's stream buffer could not take yet (flow control).
-#[derive(Default)]
-pub struct TxQueue {
-    frames: VecDeque<Bytes>,
-    /// Bytes queued here (not yet in quiche).
-    pub bytes: usize,
-}
-
-impl TxQueue {
-    /// Queues a frame (or a piece of one).
-    pub fn push(&mut self, b: Bytes) {
-        self.bytes += b.len();
-        self.frames.push_back(b);
-    }
-
-    /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    /// Moves as much as quiche accepts into stream `id`, without copying.
-    pub fn drain_into(&mut self, quic: &mut QuicConn, id: u64) -> Result<(), quiche::Error> {
-        while let Some(front) = self.frames.pop_front() {
-            let len = front.len();
-            // quiche consumes the buffer even when it writes nothing (`Done`), so hand it a
-            // refcount clone and keep ours until it is accepted.
-            match quic.stream_send_zc(id, front.clone(), false) {
-                Ok((written, rest)) => {
-                    self.bytes -= written;
-                    if let Some(rest) = rest {
-                        debug_assert_eq!(rest.len(), len - written);
-                        self.frames.push_front(rest);
-                        return Ok(());
-                    }
-                    if written < len {
-                        self.frames.push_front(front.slice(written..));
-                        return Ok(());
-                    }
-                }
-                Err(quiche::Error::Done) => {
-                    self.frames.push_front(front);
+/// Moves as much of `q` as quiche accepts into stream `id`, without copying.
+pub(super) fn drain_into(
+    q: &mut TxQueue,
+    quic: &mut QuicConn,
+    id: u64,
+) -> Result<(), quiche::Error> {
+    while let Some(front) = q.pop_front() {
+        let len = front.len();
+        // quiche consumes the buffer even when it writes nothing (`Done`), so hand it a
+        // refcount clone and keep ours until it is accepted.
+        match quic.stream_send_zc(id, front.clone(), false) {
+            Ok((written, rest)) => {
+                if let Some(rest) = rest {
+                    debug_assert_eq!(rest.len(), len - written);
+                    q.push_front(rest);
                     return Ok(());
                 }
-                Err(e) => {
-                    self.frames.push_front(front);
-                    return Err(e);
+                if written < len {
+                    q.push_front(front.slice(written..));
+                    return Ok(());
                 }
             }
+            Err(quiche::Error::Done) => {
+                q.push_front(front);
+                return Ok(());
+            }
+            Err(e) => {
+                q.push_front(front);
+                return Err(e);
+            }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Node-side RTT statistics from the node's own PINGs.
@@ -119,8 +104,8 @@ pub struct Conn {
     pub data_rx: BytesMut,
     /// Responses waiting for quiche's session stream.
     pub session_tx: TxQueue,
-    /// Deliveries waiting for quiche's node data stream.
-    pub data_tx: TxQueue,
+    /// Deliveries and other node data-stream frames, and the fan-out's per-connection state.
+    pub out: Recipient,
     /// Peer id from HELLO.
     pub peer_id: [u8; 32],
     /// Realm from HELLO.
@@ -143,12 +128,6 @@ pub struct Conn {
     pub dedup_order: VecDeque<(u64, Instant)>,
     /// The same ids, for lookup.
     pub dedup_set: ahash::AHashSet<u64>,
-    /// Publish epoch this connection was last matched in (groups sub ids per DELIVER).
-    pub match_epoch: u64,
-    /// Sub ids matched in `match_epoch`.
-    pub matched: SmallVec<[u64; 4]>,
-    /// True while the connection is on the shard's flush list.
-    pub dirty: bool,
     /// True when undecoded input remains after the per-turn frame budget.
     pub input_pending: bool,
     /// Frames this connection may still have handled in the current turn.
@@ -157,8 +136,6 @@ pub struct Conn {
     pub timer_armed: Option<Instant>,
     /// Close requested by the node: (error code, reason).
     pub close_with: Option<(u64, &'static str)>,
-    /// Deliveries dropped for this subscriber (slow consumer, drop policy).
-    pub dropped: u64,
     /// GOODBYE queued (drain): no further deliveries are queued behind it.
     pub goodbye_sent: bool,
     /// FIN sent on the node data stream after GOODBYE.
@@ -182,7 +159,7 @@ impl Conn {
             session_rx: BytesMut::new(),
             data_rx: BytesMut::new(),
             session_tx: TxQueue::default(),
-            data_tx: TxQueue::default(),
+            out: Recipient::default(),
             peer_id: [0; 32],
             realm: None,
             registrations: Vec::new(),
@@ -194,14 +171,10 @@ impl Conn {
             rtt: RttStats::default(),
             dedup_order: VecDeque::new(),
             dedup_set: ahash::AHashSet::new(),
-            match_epoch: 0,
-            matched: SmallVec::new(),
-            dirty: false,
             input_pending: false,
             frames_left: usize::MAX,
             timer_armed: None,
             close_with: None,
-            dropped: 0,
             goodbye_sent: false,
             fin_sent: false,
             data_stream_open: false,
@@ -210,12 +183,12 @@ impl Conn {
 
     /// Moves queued frames into quiche's stream buffers, session stream first.
     pub fn push_tx(&mut self) -> Result<(), quiche::Error> {
-        self.session_tx.drain_into(&mut self.quic, SESSION_STREAM)?;
+        drain_into(&mut self.session_tx, &mut self.quic, SESSION_STREAM)?;
         let had_data_stream = self.data_stream_open;
-        if !self.data_tx.is_empty() {
+        if !self.out.data_tx.is_empty() {
             self.data_stream_open = true;
         }
-        self.data_tx.drain_into(&mut self.quic, NODE_DATA_STREAM)?;
+        drain_into(&mut self.out.data_tx, &mut self.quic, NODE_DATA_STREAM)?;
         if self.data_stream_open && !had_data_stream {
             // The stream exists once written to; deliveries yield to the session stream.
             let _ = self.quic.stream_priority(NODE_DATA_STREAM, DATA_URGENCY, true);
@@ -254,16 +227,14 @@ impl Conn {
                 *buf = BytesMut::new();
             }
         }
-        if self.data_tx.is_empty() && self.data_tx.frames.capacity() > 64 {
-            self.data_tx.frames = VecDeque::new();
-        }
+        self.out.data_tx.shrink_when_empty();
     }
 
     /// During a drain: once GOODBYE and everything before it has left the queue, finish the
     /// data stream; once the peer has acknowledged all of it (quiche collects the stream), close.
     /// Returns true when the connection was closed.
     pub fn drain_step(&mut self, code: u64) -> bool {
-        if !self.goodbye_sent || !self.data_tx.is_empty() {
+        if !self.goodbye_sent || !self.out.data_tx.is_empty() {
             return false;
         }
         if !self.fin_sent {

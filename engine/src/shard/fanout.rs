@@ -15,16 +15,30 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fovea_codec::{ErrorCode, Pattern, Realm, Topic};
 use fovea_trie::PatternTrie;
-use smallvec::SmallVec;
 
 use super::{Conn, ConnRef, Shard, ShardMsg};
-use crate::config::SlowConsumerPolicy;
 use crate::metrics::ShardMetrics;
+use fovea_fanout::{FanoutPlanner, PlanLimits, Recipient, Recipients};
 
-type SubLeaf = SmallVec<[(ConnRef, u64); 2]>;
+type SubLeaf = fovea_fanout::SubLeaf<ConnRef>;
+
+/// The shard's connection slots as the planner sees them: only connections that still take
+/// deliveries (not closing, no GOODBYE sent).
+struct OpenSlots<'a>(&'a mut [super::Slot]);
+
+impl Recipients<ConnRef> for OpenSlots<'_> {
+    #[inline]
+    fn recipient(&mut self, r: ConnRef) -> Option<&mut Recipient> {
+        let conn = self.0.get_mut(r.slot as usize)?.conn.as_deref_mut()?;
+        if conn.close_with.is_some() || conn.goodbye_sent || conn.phase == super::Phase::Closing {
+            return None;
+        }
+        Some(&mut conn.out)
+    }
+}
 
 #[derive(Default)]
 struct RealmState {
@@ -41,11 +55,10 @@ struct PendingOk {
 /// Fan-out state of one shard.
 pub(super) struct Fanout {
     realms: ahash::AHashMap<Realm, RealmState>,
-    epoch: u64,
-    touched: Vec<ConnRef>,
+    planner: FanoutPlanner<ConnRef>,
+    disconnect: Vec<ConnRef>,
     pending_ok: ahash::AHashMap<u64, PendingOk>,
     next_ack: u64,
-    heads: BytesMut,
     subscriptions: u64,
 }
 
@@ -53,11 +66,10 @@ impl Fanout {
     pub(super) fn new(_shards: usize) -> Fanout {
         Fanout {
             realms: ahash::AHashMap::new(),
-            epoch: 0,
-            touched: Vec::new(),
+            planner: FanoutPlanner::default(),
+            disconnect: Vec::new(),
             pending_ok: ahash::AHashMap::new(),
             next_ack: 1,
-            heads: BytesMut::with_capacity(64 * 1024),
             subscriptions: 0,
         }
     }
@@ -191,7 +203,7 @@ impl Shard {
     }
 
     /// Matches `topic` against this shard's subscribers and queues one DELIVER per matching
-    /// connection, listing all of that connection's matching subscription ids.
+    /// connection, listing all of that connection's matching subscription ids (`plan.rs`).
     fn deliver_local(
         &mut self,
         now: Instant,
@@ -201,66 +213,37 @@ impl Shard {
         published_at: Instant,
     ) {
         let Some(state) = self.fanout.realms.get(realm) else { return };
-        self.fanout.epoch += 1;
-        let epoch = self.fanout.epoch;
-        let touched = &mut self.fanout.touched;
-        touched.clear();
-        let slots = &mut self.slots;
-        state.subs.for_each_match(topic, |leaf| {
-            for &(r, sub_id) in leaf {
-                let Some(conn) = slots[r.slot as usize].conn.as_deref_mut() else { continue };
-                if conn.match_epoch != epoch {
-                    conn.match_epoch = epoch;
-                    conn.matched.clear();
-                    touched.push(r);
-                }
-                conn.matched.push(sub_id);
-            }
-        });
-        let budget = self.ctx.limits.send_budget_bytes;
-        let policy = self.ctx.limits.slow_consumer;
-        let metrics = self.ctx.metrics.clone();
-        let mut delivered = 0u64;
-        for i in 0..self.fanout.touched.len() {
-            let r = self.fanout.touched[i];
-            let heads = &mut self.fanout.heads;
-            let Some(conn) = self.slots[r.slot as usize].conn.as_deref_mut() else { continue };
-            if conn.close_with.is_some() || conn.goodbye_sent || conn.phase == super::Phase::Closing
-            {
-                continue;
-            }
-            if conn.data_tx.bytes + tail.len() > budget {
-                match policy {
-                    SlowConsumerPolicy::Drop => {
-                        conn.dropped += 1;
-                        ShardMetrics::inc(&metrics.drops_slow_consumer);
-                        continue;
-                    }
-                    SlowConsumerPolicy::Disconnect => {
-                        conn.close_with =
-                            Some((ErrorCode::SlowConsumer as u64, "send budget exceeded"));
-                        ShardMetrics::inc(&metrics.slow_consumer_disconnects);
-                        self.mark_dirty(r);
-                        continue;
-                    }
-                }
-            }
-            if heads.capacity() - heads.len() < 64 + conn.matched.len() * 8 {
-                heads.reserve(64 * 1024);
-            }
-            fovea_codec::encode_deliver_head(&conn.matched, tail.len(), heads);
-            conn.data_tx.push(heads.split().freeze());
-            conn.data_tx.push(tail.clone());
-            delivered += 1;
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(r);
-            }
+        let limits = PlanLimits {
+            send_budget_bytes: self.ctx.limits.send_budget_bytes,
+            slow_consumer: self.ctx.limits.slow_consumer,
+        };
+        let disconnect = &mut self.fanout.disconnect;
+        disconnect.clear();
+        let outcome = self.fanout.planner.plan(
+            &state.subs,
+            topic,
+            tail,
+            &mut OpenSlots(&mut self.slots),
+            limits,
+            &mut self.dirty,
+            disconnect,
+        );
+        let metrics = &self.ctx.metrics;
+        if outcome.dropped > 0 {
+            ShardMetrics::add(&metrics.drops_slow_consumer, outcome.dropped);
         }
-        if delivered > 0 {
-            ShardMetrics::add(&metrics.deliveries, delivered);
+        if outcome.delivered > 0 {
+            ShardMetrics::add(&metrics.deliveries, outcome.delivered);
             metrics
                 .observe_latency_us(now.saturating_duration_since(published_at).as_micros() as u64);
+        }
+        for i in 0..self.fanout.disconnect.len() {
+            let r = self.fanout.disconnect[i];
+            if let Some(conn) = self.conn_mut(r) {
+                conn.close_with = Some((ErrorCode::SlowConsumer as u64, "send budget exceeded"));
+            }
+            ShardMetrics::inc(&self.ctx.metrics.slow_consumer_disconnects);
+            self.mark_dirty(r);
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-pub use conn::{Conn, Phase, CLIENT_DATA_STREAM, NODE_DATA_STREAM, SESSION_STREAM};
+pub use conn::{Conn, Phase, TxQueue, CLIENT_DATA_STREAM, NODE_DATA_STREAM, SESSION_STREAM};
 pub use port::ShardMsg;
 pub use session::owner_shard;
 
@@ -194,8 +194,8 @@ impl Shard {
 
     fn mark_dirty(&mut self, r: ConnRef) {
         if let Some(c) = self.conn_mut(r) {
-            if !c.dirty {
-                c.dirty = true;
+            if !c.out.dirty {
+                c.out.dirty = true;
                 self.dirty.push(r);
             }
         }
@@ -565,7 +565,7 @@ impl Shard {
                 i -= 1;
                 break;
             }
-            conn.dirty = false;
+            conn.out.dirty = false;
             // CIDs the peer retired (e.g. the accepting shard's, after a move) stop routing.
             let mut retired: smallvec::SmallVec<[CidKey; 4]> = smallvec::SmallVec::new();
             while let Some(old) = conn.quic.retired_scid_next() {
@@ -665,7 +665,7 @@ impl Shard {
         let Some(mut conn) = slot.conn.take() else { return };
         self.free.push(r.slot);
         conn.phase = Phase::Moving;
-        conn.dirty = false;
+        conn.out.dirty = false;
         conn.timer_armed = None;
         let expiry = now + Duration::from_millis(self.ctx.limits.idle_timeout_ms * 2);
         for c in &conn.cids {
@@ -744,7 +744,7 @@ impl Shard {
         self.slots
             .iter()
             .filter_map(|s| s.conn.as_ref())
-            .any(|c| !c.data_tx.is_empty() || !c.session_tx.is_empty())
+            .any(|c| !c.out.data_tx.is_empty() || !c.session_tx.is_empty())
     }
 
     fn scratch_frame(&mut self) -> &mut BytesMut {

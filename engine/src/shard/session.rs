@@ -154,7 +154,7 @@ impl Shard {
         frame.encode(buf);
         let bytes = buf.split().freeze();
         if let Some(conn) = self.conn_mut(r) {
-            conn.data_tx.push(bytes);
+            conn.out.data_tx.push(bytes);
         }
         self.mark_dirty(r);
     }
