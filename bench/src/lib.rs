@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod dht;
 pub mod fanout;
 pub mod rng;
 pub mod trie;
