@@ -115,6 +115,18 @@ pub struct Limits {
     pub rpc_max_timeout_ms: u64,
     /// How providers are chosen.
     pub rpc_selection: ProviderSelection,
+    /// Payload bytes per second one peer may relay through the node (SEND and CALL payloads;
+    /// 0: unlimited); beyond it requests fail with RATE_LIMITED.
+    pub relay_bytes_per_s: u64,
+    /// Burst of `relay_bytes_per_s`.
+    pub relay_burst_bytes: u64,
+    /// PUNCH_REQUESTs per second one peer may make (0: unlimited).
+    pub punch_rate_per_s: u64,
+    /// Burst of `punch_rate_per_s`.
+    pub punch_burst: u64,
+    /// How far ahead of the introduction PUNCH's common start time lies (both peers must have
+    /// received it by then).
+    pub punch_lead_ms: u64,
     /// QUIC connection-level receive window in bytes.
     pub conn_window_bytes: u64,
     /// QUIC per-stream receive window in bytes.
@@ -161,6 +173,11 @@ impl Default for Limits {
             rpc_default_timeout_ms: 30_000,
             rpc_max_timeout_ms: 300_000,
             rpc_selection: ProviderSelection::RoundRobin,
+            relay_bytes_per_s: 16 << 20,
+            relay_burst_bytes: 32 << 20,
+            punch_rate_per_s: 2,
+            punch_burst: 10,
+            punch_lead_ms: 250,
             conn_window_bytes: 8 << 20,
             stream_window_bytes: 4 << 20,
         }
@@ -239,6 +256,12 @@ impl NodeConfig {
         }
         if l.keepalive_ms == 0 || l.keepalive_ms >= l.idle_timeout_ms {
             return invalid("limits.keepalive_ms", "must be below idle_timeout_ms");
+        }
+        if l.relay_bytes_per_s > 0 && (l.relay_burst_bytes as usize) < l.max_payload {
+            return invalid("limits.relay_burst_bytes", "must be at least max_payload");
+        }
+        if l.punch_rate_per_s > 0 && l.punch_burst == 0 {
+            return invalid("limits.punch_burst", "must be at least 1");
         }
         if l.cross_shard_queue < 64 {
             return invalid("limits.cross_shard_queue", "must be at least 64");

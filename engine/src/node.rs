@@ -105,6 +105,7 @@ impl Node {
                 shared: shared.clone(),
                 metrics: metrics[index].clone(),
                 local_addr: quic_addr,
+                wall_clock: crate::shard::wall_clock_now(),
             };
             let stop = Arc::new(StopFlag::default());
             stops.push(stop.clone());

@@ -57,6 +57,7 @@ impl Pipe {
             shared: Arc::new(NodeShared::default()),
             metrics: metrics.clone(),
             local_addr: NODE.parse().unwrap(),
+            wall_clock: fovea_engine::shard::wall_clock_now(),
         };
         let quic = fovea_engine::quic::server_config(config, &identity).unwrap();
         let now = Instant::now();

@@ -142,6 +142,8 @@ pub struct Conn {
     pub fin_sent: bool,
     /// The node data stream has been opened (and given its priority).
     pub data_stream_open: bool,
+    /// NAT assistance and relay metering.
+    pub nat: super::nat::NatState,
 }
 
 impl Conn {
@@ -178,6 +180,7 @@ impl Conn {
             goodbye_sent: false,
             fin_sent: false,
             data_stream_open: false,
+            nat: Default::default(),
         }
     }
 

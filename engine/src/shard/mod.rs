@@ -9,8 +9,10 @@
 //! `handle_datagram` / `handle_message` / `handle_timeouts` → `poll_transmit` → `take_outbox`
 //! → `next_timeout`.
 
+mod bucket;
 mod conn;
 mod fanout;
+mod nat;
 mod port;
 mod rpc;
 mod session;
@@ -64,6 +66,17 @@ pub struct ShardContext {
     pub metrics: Arc<ShardMetrics>,
     /// The address the shard sockets are bound to (quiche's `to` for every packet).
     pub local_addr: SocketAddr,
+    /// A wall-clock reading, (instant, Unix ms at that instant): the shard core reads no clock,
+    /// and PUNCH start times are Unix ms.
+    pub wall_clock: (Instant, u64),
+}
+
+/// The wall-clock anchor for a `ShardContext`, read once by the driver.
+pub fn wall_clock_now() -> (Instant, u64) {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (Instant::now(), unix_ms)
 }
 
 /// A slab slot: a connection and the generation that tells stale references apart.
@@ -414,10 +427,11 @@ impl Shard {
         if conn.quic.recv(buf, quiche::RecvInfo { from, to }).is_err() {
             // quiche has queued a CONNECTION_CLOSE where appropriate; flush and reap.
         }
-        conn.peer_addr = from;
-        if !was_established && conn.quic.is_established() {
+        let established = !was_established && conn.quic.is_established();
+        if established {
             self.unvalidated = self.unvalidated.saturating_sub(1);
         }
+        self.peer_address_changed(r, from);
         self.after_input(now, r);
     }
 
@@ -442,6 +456,9 @@ impl Shard {
             | ShardMsg::CallResult { .. }
             | ShardMsg::Direct { .. }
             | ShardMsg::DirectResult { .. }) => self.handle_rpc_message(now, msg),
+            msg @ (ShardMsg::Punch { .. } | ShardMsg::PunchResult { .. }) => {
+                self.handle_nat_message(now, msg)
+            }
             other => self.handle_fanout_message(now, other),
         }
     }

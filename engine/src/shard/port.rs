@@ -111,12 +111,42 @@ pub enum ShardMsg {
     Direct {
         /// Sender.
         source: [u8; 32],
+        /// The sender's realm: the target must be in it.
+        realm: Realm,
         /// Recipient.
         target: [u8; 32],
         /// Payload.
         payload: Bytes,
         /// The sender's request id (0: no OK wanted).
         request_id: u64,
+    },
+    /// Introduce `source` to `target` (owned by the receiving shard) if it is in `realm`.
+    Punch {
+        /// Requesting peer.
+        source: [u8; 32],
+        /// Its address as the node sees it.
+        source_addr: SocketAddr,
+        /// Its realm.
+        realm: Realm,
+        /// Peer to introduce it to.
+        target: [u8; 32],
+        /// The requester's request id.
+        request_id: u64,
+        /// Common start time, Unix ms.
+        start_at_ms: u64,
+    },
+    /// The target's side of an introduction, for the requester's shard.
+    PunchResult {
+        /// Requesting peer.
+        source: [u8; 32],
+        /// Target peer.
+        target: [u8; 32],
+        /// The requester's request id.
+        request_id: u64,
+        /// The target's address, when it was connected in the realm and told.
+        found: Option<SocketAddr>,
+        /// Common start time, Unix ms.
+        start_at_ms: u64,
     },
     /// Whether a direct message reached its target, for the sender's shard.
     DirectResult {

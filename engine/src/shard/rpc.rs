@@ -212,6 +212,14 @@ impl Shard {
             t => t.min(limits.rpc_max_timeout_ms),
         };
         ShardMetrics::inc(&self.ctx.metrics.rpc_calls);
+        if !self.charge_relay(now, r, c.payload.len()) {
+            return self.call_error(
+                r,
+                c.call_id,
+                ErrorCode::RateLimited,
+                "relay_bytes_per_s exceeded",
+            );
+        }
         if self.rpc.calls.contains_key(&(caller, c.call_id)) {
             return self.call_error(
                 r,
@@ -362,10 +370,10 @@ impl Shard {
             ShardMsg::CallResult { caller, call_id, outcome } => {
                 self.call_result(now, caller, call_id, outcome)
             }
-            ShardMsg::Direct { source, target, payload, request_id } => {
+            ShardMsg::Direct { source, realm, target, payload, request_id } => {
                 let source_shard = owner_shard(&source, self.ctx.shards);
-                let delivered = match self.by_peer.get(&target).copied() {
-                    Some(r) => {
+                let delivered = match self.peer_in_realm(&target, &realm) {
+                    Some((r, _)) => {
                         self.send_data_frame(
                             r,
                             &Frame::Message(frame::Message { source, payload }),
@@ -506,10 +514,19 @@ impl Shard {
 
     /// SEND: a one-way message to another peer, routed by the target's owner shard.
     pub(super) fn direct(&mut self, now: Instant, r: ConnRef, s: frame::Send) {
-        let Some((source, _)) = self.peer_of(r) else { return };
+        let Some((source, realm)) = self.peer_of(r) else { return };
+        if !self.charge_relay(now, r, s.payload.len()) {
+            return self.send_error(
+                r,
+                s.request_id,
+                ErrorCode::RateLimited,
+                "relay_bytes_per_s exceeded",
+            );
+        }
         let target_shard = owner_shard(&s.target, self.ctx.shards);
         let msg = ShardMsg::Direct {
             source,
+            realm,
             target: s.target,
             payload: s.payload,
             request_id: s.request_id,

@@ -138,7 +138,7 @@ impl Shard {
     }
 
     /// Queues a frame on the session stream.
-    fn send_session(&mut self, r: ConnRef, frame: &Frame) {
+    pub(super) fn send_session(&mut self, r: ConnRef, frame: &Frame) {
         let buf = self.scratch_frame();
         frame.encode(buf);
         let bytes = buf.split().freeze();
@@ -265,12 +265,7 @@ impl Shard {
                 self.provider_answer(r, f.id, super::rpc::CallOutcome::Error(f.code, f.message))
             }
             Frame::Send(s) => self.direct(now, r, s),
-            Frame::PunchRequest(p) => self.send_error(
-                r,
-                p.request_id,
-                ErrorCode::Unsupported,
-                "PUNCH is not enabled on this node",
-            ),
+            Frame::PunchRequest(p) => self.punch_request(now, r, p),
             Frame::FindNode(f) => self.send_error(
                 r,
                 f.request_id,

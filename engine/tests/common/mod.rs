@@ -407,6 +407,17 @@ impl TestClient {
     pub fn node(&self) -> SocketAddr {
         self.node
     }
+
+    /// The address the node sees this client at.
+    pub fn source_addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Moves to a new UDP source port without telling quiche, as a NAT rebinding does: the
+    /// node sees the connection's packets arrive from a new address.
+    pub fn rebind(&mut self) {
+        self.socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    }
 }
 
 /// A HELLO frame.
