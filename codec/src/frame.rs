@@ -57,6 +57,10 @@ pub mod types {
     pub const FORWARD_REPLY: u8 = 0x45;
     /// Types at or above this are extensions: skipped by receivers that do not know them.
     pub const EXTENSION_MIN: u8 = 0x80;
+    /// Extension 0x80 SWIM: a SWIM (foca) message on a federation link (PROTOCOL.md §7.5.7).
+    /// It decodes as [`Frame::Extension`](super::Frame::Extension) like every type ≥ 0x80;
+    /// [`Swim`](super::Swim) reads and writes its body.
+    pub const SWIM: u8 = 0x80;
 
     /// True for every type this version defines.
     #[inline]
@@ -684,6 +688,36 @@ message!(
         payload: Bytes => (last_bin Payload max_payload),
     }
 );
+
+message!(
+    /// Extension 0x80 SWIM: one SWIM membership message between federation members, opaque to
+    /// the codec (foca's encoding). Carried as an extension frame, so a node that does not
+    /// federate skips it (§4.4); see [`Swim::to_frame`] and [`Swim::from_frame`].
+    Swim {
+        /// foca's encoded message.
+        datagram: Bytes => (last_bin Payload max_payload),
+    }
+);
+
+impl Swim {
+    /// The extension frame carrying this message.
+    pub fn to_frame(&self) -> Frame {
+        let mut body = BytesMut::with_capacity(self.datagram.len() + 8);
+        self.write(&mut body);
+        Frame::Extension { frame_type: types::SWIM, body: body.freeze() }
+    }
+
+    /// The SWIM message in `frame`: `None` when it is not a SWIM extension frame, an error
+    /// when its body is malformed.
+    pub fn from_frame(frame: &Frame, limits: &Limits) -> Option<Result<Swim, DecodeError>> {
+        match frame {
+            Frame::Extension { frame_type: types::SWIM, body } => {
+                Some(Swim::read(&mut Reader::new(body.clone(), limits)))
+            }
+            _ => None,
+        }
+    }
+}
 
 /// 0x01 HELLO: the first frame of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]

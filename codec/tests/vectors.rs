@@ -60,6 +60,13 @@ const MESSAGE_TYPES: &[(&str, u8)] = &[
 /// The example of an extension frame (a type ≥ 0x80) uses this name and type.
 const EXTENSION_NAME: &str = "EXTENSION";
 const EXTENSION_TYPE: u8 = 0xA0;
+/// Extension types this version names (decoded as `Frame::Extension`, bodies read by their
+/// own helpers).
+const NAMED_EXTENSIONS: &[(&str, u8)] = &[(EXTENSION_NAME, EXTENSION_TYPE), ("SWIM", types::SWIM)];
+
+fn extension_type_of(name: &str) -> Option<u8> {
+    NAMED_EXTENSIONS.iter().find(|(n, _)| *n == name).map(|&(_, t)| t)
+}
 
 fn id(byte: u8) -> [u8; 32] {
     [byte; 32]
@@ -336,6 +343,10 @@ fn documented_examples() -> Vec<(&'static str, Frame)> {
             EXTENSION_NAME,
             Frame::Extension { frame_type: EXTENSION_TYPE, body: Bytes::from_static(&[1, 2, 3]) },
         ),
+        (
+            "SWIM",
+            frame::Swim { datagram: Bytes::from_static(&[0xde, 0xad, 0xbe, 0xef]) }.to_frame(),
+        ),
     ]
 }
 
@@ -421,7 +432,7 @@ fn every_message_type_has_exactly_one_example_in_the_doc() {
     assert!(missing.is_empty(), "docs/PROTOCOL.md lacks these examples:\n{missing}");
     for e in &examples {
         assert!(
-            type_of(&e.name).is_some() || e.name == EXTENSION_NAME,
+            type_of(&e.name).is_some() || extension_type_of(&e.name).is_some(),
             "line {}: `Example: {}` names no message type",
             e.line,
             e.name
@@ -450,7 +461,7 @@ fn every_example_decodes_to_the_documented_values_and_reencodes_byte_exactly() {
             }
         };
         assert!(buf.is_empty(), "line {}: {} has bytes after its frame", e.line, e.name);
-        let want_type = type_of(&e.name).unwrap_or(EXTENSION_TYPE);
+        let want_type = type_of(&e.name).or_else(|| extension_type_of(&e.name)).expect("named");
         assert_eq!(frame.frame_type(), want_type, "line {}: type of {}", e.line, e.name);
         assert_eq!(&frame, want, "line {}: fields of {}; expected:\n{fix}", e.line, e.name);
         assert_eq!(
@@ -584,4 +595,16 @@ fn example_parser_reads_bytes_across_lines_and_rejects_non_hex() {
     assert_eq!(examples[0].bytes, vec![0x08, 0x01, 0x07]);
     let bad = std::panic::catch_unwind(|| doc_examples("Example: OK\n```hex\n0g\n```\n"));
     assert!(bad.is_err(), "a non-hex token must not be skipped silently");
+}
+
+#[test]
+fn the_swim_example_reads_back_as_foca_bytes() {
+    let example = doc_examples(DOC).into_iter().find(|e| e.name == "SWIM").expect("SWIM example");
+    let mut buf = BytesMut::from(&example.bytes[..]);
+    let limits = Limits::default();
+    let frame = decode_frame(&mut buf, &limits).expect("decodes").expect("whole frame");
+    let swim = frame::Swim::from_frame(&frame, &limits).expect("a SWIM frame").expect("valid");
+    assert_eq!(swim.datagram.as_ref(), &[0xde, 0xad, 0xbe, 0xef]);
+    let other = Frame::Extension { frame_type: EXTENSION_TYPE, body: Bytes::new() };
+    assert!(frame::Swim::from_frame(&other, &limits).is_none());
 }

@@ -166,6 +166,26 @@ mod tests {
         }
     }
 
+    /// The values docs/PROTOCOL.md §7.5.2 gives, so a second implementation can check itself.
+    #[test]
+    fn entry_hash_matches_the_protocol_doc() {
+        let interest = EntryKey {
+            kind: Kind::Interest,
+            realm: Realm::from_static("acme"),
+            name: "sensors.*.temp".parse::<Pattern>().unwrap(),
+        };
+        let registration = EntryKey {
+            kind: Kind::Registration,
+            realm: Realm::from_static("acme"),
+            name: "math.add".parse::<Pattern>().unwrap(),
+        };
+        let a = entry_hash(&interest, Entry { op: Op::Add, hlc: 0x0000_0199_3a4f_0001 });
+        let b = entry_hash(&registration, Entry { op: Op::Remove, hlc: 0x0000_0199_3a4f_0002 });
+        assert_eq!(a, 0xffeb_ea52_eb38_e1bc);
+        assert_eq!(b, 0x6bdf_25a4_0452_0703);
+        assert_eq!(a.wrapping_add(b), 0x6bcb_0ff6_ef8a_e8bf);
+    }
+
     #[test]
     fn hash_is_order_independent_and_tracks_removal() {
         let mut m = FederationMetrics::default();
