@@ -19,6 +19,74 @@ pub struct NodeConfig {
     pub tls: TlsSection,
     /// Every bound the node enforces.
     pub limits: Limits,
+    /// Links to other bootstraps.
+    pub federation: FederationSection,
+}
+
+/// `[federation]`: links to other bootstraps (docs/OPERATIONS.md, "Federation";
+/// docs/decisions/0004-federation-links.md). Off unless `enabled` or `seeds` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationSection {
+    /// Run the federation without seeds (a node that others dial).
+    pub enabled: bool,
+    /// Nodes to dial at start (and again after a link drops), `host:port` of their QUIC port.
+    pub seeds: Vec<SocketAddr>,
+    /// The QUIC address other nodes reach this one at; default: `node.listen` as bound (which
+    /// must then not be a wildcard address on a multi-host federation).
+    pub advertise: Option<SocketAddr>,
+    /// Operator-chosen region label sent in ANNOUNCE.
+    pub region: String,
+    /// Anti-entropy digest to every member this often.
+    pub sync_interval_ms: u64,
+    /// ANNOUNCE (load, capacity) to every member this often.
+    pub announce_interval_ms: u64,
+    /// Hops a forwarded publish or call may take.
+    pub max_hops: u8,
+    /// SWIM probe period.
+    pub probe_interval_ms: u64,
+    /// SWIM: a probe unanswered this long goes indirect.
+    pub probe_timeout_ms: u64,
+    /// SWIM: a suspect member is declared down after this long.
+    pub suspect_timeout_ms: u64,
+    /// Remote clock stamps further ahead than this are rejected.
+    pub max_clock_offset_ms: u64,
+    /// First delay before dialing a seed or member again after a failure; doubles per failure.
+    pub redial_min_ms: u64,
+    /// Longest delay between dials.
+    pub redial_max_ms: u64,
+    /// CA file (PEM) that other nodes' certificates must chain to (a self-signed node's own
+    /// `cert.pem` pins it). Unset: certificates are not verified (links are encrypted, not
+    /// authenticated; a warning is logged).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        FederationSection {
+            enabled: false,
+            seeds: Vec::new(),
+            advertise: None,
+            region: String::new(),
+            sync_interval_ms: 1_000,
+            announce_interval_ms: 10_000,
+            max_hops: 4,
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 500,
+            suspect_timeout_ms: 5_000,
+            max_clock_offset_ms: 500,
+            redial_min_ms: 250,
+            redial_max_ms: 10_000,
+            ca_file: None,
+        }
+    }
+}
+
+impl FederationSection {
+    /// True when the node federates: `enabled`, or seeds given.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled || !self.seeds.is_empty()
+    }
 }
 
 /// `[node]`: addresses, threads, data directory.
@@ -277,6 +345,37 @@ impl NodeConfig {
         {
             return invalid("limits.stream_window_bytes", "must hold one max_payload frame");
         }
+        self.validate_federation()
+    }
+
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        let invalid = |key, reason| Err(ConfigError::Invalid { key, reason });
+        if !f.is_enabled() {
+            return Ok(());
+        }
+        // Bit 63 of the shards' interest masks is the remote-interest bit.
+        if self.node.shards > crate::cid::SHARDS_MAX - 1 {
+            return invalid("node.shards", "at most 63 shards with federation");
+        }
+        if f.region.len() > fovea_codec::Limits::default().max_string {
+            return invalid("federation.region", "too long for ANNOUNCE");
+        }
+        if f.max_hops == 0 {
+            return invalid("federation.max_hops", "must be at least 1");
+        }
+        if f.sync_interval_ms == 0 || f.announce_interval_ms == 0 {
+            return invalid("federation.sync_interval_ms", "intervals must be at least 1 ms");
+        }
+        if f.probe_interval_ms == 0 || f.probe_timeout_ms == 0 || f.suspect_timeout_ms == 0 {
+            return invalid("federation.probe_interval_ms", "SWIM times must be at least 1 ms");
+        }
+        if f.probe_timeout_ms >= f.probe_interval_ms {
+            return invalid("federation.probe_timeout_ms", "must be below probe_interval_ms");
+        }
+        if f.redial_min_ms == 0 || f.redial_max_ms < f.redial_min_ms {
+            return invalid("federation.redial_max_ms", "must be at least redial_min_ms (> 0)");
+        }
         Ok(())
     }
 
@@ -285,10 +384,9 @@ impl NodeConfig {
         if self.node.shards > 0 {
             return self.node.shards;
         }
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(crate::cid::SHARDS_MAX)
+        // With federation, bit 63 of the interest masks is taken (see `validate`).
+        let max = crate::cid::SHARDS_MAX - usize::from(self.federation.is_enabled());
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(max)
     }
 }
 
@@ -327,5 +425,36 @@ mod tests {
         assert!(matches!(e, ConfigError::Invalid { key: "limits.keepalive_ms", .. }), "{e}");
         let e = NodeConfig::from_toml("[limits]\nmax_payload = 0\n", Path::new("x")).unwrap_err();
         assert!(matches!(e, ConfigError::Invalid { key: "limits.max_payload", .. }), "{e}");
+    }
+
+    #[test]
+    fn federation_is_on_with_seeds_or_enabled_and_checks_its_keys() {
+        let off = NodeConfig::from_toml("", Path::new("x")).unwrap();
+        assert!(!off.federation.is_enabled());
+        let seeded = NodeConfig::from_toml(
+            "[federation]\nseeds = [\"127.0.0.1:4434\", \"[::1]:4435\"]\nregion = \"eu-west\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(seeded.federation.is_enabled());
+        assert_eq!(seeded.federation.seeds.len(), 2);
+        assert_eq!(seeded.federation.region, "eu-west");
+        let enabled =
+            NodeConfig::from_toml("[federation]\nenabled = true\n", Path::new("x")).unwrap();
+        assert!(enabled.federation.is_enabled() && enabled.federation.seeds.is_empty());
+        let e = NodeConfig::from_toml("[federation]\nseed = []\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("seed"), "{e}");
+        let e = NodeConfig::from_toml(
+            "[node]\nshards = 64\n[federation]\nenabled = true\n",
+            Path::new("x"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { key: "node.shards", .. }), "{e}");
+        let e = NodeConfig::from_toml(
+            "[federation]\nenabled = true\nprobe_timeout_ms = 2000\n",
+            Path::new("x"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { key: "federation.probe_timeout_ms", .. }));
     }
 }

@@ -46,6 +46,10 @@ struct Args {
     /// Do not pin shard threads to cores.
     #[arg(long, env = "FOVEA_NO_PIN")]
     no_pin: bool,
+    /// Federation seed to dial, `ADDR:PORT` of another node's QUIC port; repeatable, added
+    /// to `federation.seeds` (and turns federation on).
+    #[arg(long = "seed", value_name = "ADDR:PORT")]
+    seeds: Vec<SocketAddr>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `fovea_engine=debug`.
     #[arg(long, env = "FOVEA_LOG", default_value = "info")]
     log: String,
@@ -100,6 +104,11 @@ fn main() -> ExitCode {
     }
     if args.no_pin {
         config.node.pin_cores = false;
+    }
+    for seed in &args.seeds {
+        if !config.federation.seeds.contains(seed) {
+            config.federation.seeds.push(*seed);
+        }
     }
     if let Err(e) = config.validate() {
         eprintln!("{e}");
