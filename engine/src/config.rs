@@ -17,6 +17,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// TLS certificate and key.
     pub tls: TlsSection,
+    /// Credentials and permissions per realm (docs/OPERATIONS.md, "Security").
+    pub auth: crate::auth::AuthSection,
     /// Every bound the node enforces.
     pub limits: Limits,
     /// Links to other bootstraps.
@@ -116,13 +118,33 @@ pub struct NodeSection {
 }
 
 /// `[tls]`: certificate and key files; a self-signed pair is generated in `data_dir` if unset.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// PEM certificate chain.
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are verified against (mTLS); unset: the
+    /// node does not ask for client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: a client without a valid certificate fails the handshake.
+    pub require_client_cert: bool,
+    /// How often the certificate, key and client CA files are checked for changes (new
+    /// handshakes use the new files); 0: never reload.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: None,
+            key: None,
+            client_ca: None,
+            require_client_cert: false,
+            reload_interval_ms: 2_000,
+        }
+    }
 }
 
 pub use fovea_fanout::SlowConsumerPolicy;
@@ -199,6 +221,25 @@ pub struct Limits {
     pub conn_window_bytes: u64,
     /// QUIC per-stream receive window in bytes.
     pub stream_window_bytes: u64,
+    /// PUBLISHes per second one peer may send (0: unlimited); beyond it RATE_LIMITED.
+    pub publish_rate_per_s: u64,
+    /// Burst of `publish_rate_per_s`.
+    pub publish_burst: u64,
+    /// RATE_LIMITED publishes in a row after which the peer is closed with FLOOD (0: never).
+    pub flood_after_violations: u64,
+    /// New handshakes per second from one source IP address, per shard (0: unlimited).
+    pub handshakes_per_ip_per_s: u64,
+    /// Burst of `handshakes_per_ip_per_s`.
+    pub handshake_burst_per_ip: u64,
+    /// Open connections from one source IP address, per shard (0: unlimited).
+    pub max_connections_per_ip: usize,
+    /// Source addresses one shard tracks for the two limits above.
+    pub ip_table_size: usize,
+    /// Per-peer log lines (auth failures, denials, floods) per second and shard; the rest is
+    /// counted, not written.
+    pub log_lines_per_s: u64,
+    /// Burst of `log_lines_per_s`.
+    pub log_burst: u64,
 }
 
 impl Default for NodeSection {
@@ -248,6 +289,15 @@ impl Default for Limits {
             punch_lead_ms: 250,
             conn_window_bytes: 8 << 20,
             stream_window_bytes: 4 << 20,
+            publish_rate_per_s: 0,
+            publish_burst: 1_000,
+            flood_after_violations: 100,
+            handshakes_per_ip_per_s: 0,
+            handshake_burst_per_ip: 100,
+            max_connections_per_ip: 0,
+            ip_table_size: 65_536,
+            log_lines_per_s: 20,
+            log_burst: 200,
         }
     }
 }
@@ -334,6 +384,19 @@ impl NodeConfig {
         if l.cross_shard_queue < 64 {
             return invalid("limits.cross_shard_queue", "must be at least 64");
         }
+        if l.publish_rate_per_s > 0 && l.publish_burst == 0 {
+            return invalid("limits.publish_burst", "must be at least 1");
+        }
+        if l.handshakes_per_ip_per_s > 0 && l.handshake_burst_per_ip == 0 {
+            return invalid("limits.handshake_burst_per_ip", "must be at least 1");
+        }
+        if l.ip_table_size == 0 {
+            return invalid("limits.ip_table_size", "must be at least 1");
+        }
+        if self.tls.require_client_cert && self.tls.client_ca.is_none() {
+            return invalid("tls.require_client_cert", "needs tls.client_ca");
+        }
+        crate::auth::AuthTable::build(&self.auth)?;
         if l.max_subscriptions_per_peer > fovea_codec::limits::SUB_IDS_MAX {
             return invalid(
                 "limits.max_subscriptions_per_peer",

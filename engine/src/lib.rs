@@ -4,6 +4,7 @@
 //! Layout: the sans-I/O shard core (`shard`) holds connections, sessions and subscriptions and
 //! takes time as an argument; the driver (`driver`) owns sockets, timers and threads.
 
+pub mod auth;
 pub mod cid;
 pub mod config;
 pub mod driver;
@@ -15,5 +16,6 @@ pub mod node;
 pub mod quic;
 pub mod shard;
 pub mod steer;
+pub mod tls;
 pub mod token;
 pub mod udp;

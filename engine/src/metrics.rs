@@ -82,6 +82,17 @@ shard_counters! {
     observed_addr_changes, "fovea_observed_addr_changes_total", "counter", "OBSERVED_ADDR sent because a peer's address changed.";
     punches, "fovea_punches_total", "counter", "PUNCH introductions made (both peers told).";
     punch_rate_limited, "fovea_punch_rate_limited_total", "counter", "PUNCH_REQUESTs refused with RATE_LIMITED (punch_rate_per_s).";
+    auth_successes, "fovea_auth_successes_total", "counter", "Sessions admitted with a valid credential (token or proven public key).";
+    auth_failures, "fovea_auth_failures_total", "counter", "Connections closed with AUTH_FAILED (wrong or unknown token, key or signature).";
+    auth_required, "fovea_auth_required_total", "counter", "Connections closed with AUTH_REQUIRED (no credential, or no AUTH in time).";
+    permission_denied, "fovea_permission_denied_total", "counter", "Requests refused with PERMISSION_DENIED.";
+    publish_rate_limited, "fovea_publish_rate_limited_total", "counter", "PUBLISHes refused with RATE_LIMITED (publish_rate_per_s).";
+    flood_disconnects, "fovea_flood_disconnects_total", "counter", "Peers closed with FLOOD (flood_after_violations refusals in a row).";
+    handshakes_refused_per_ip, "fovea_handshakes_refused_per_ip_total", "counter", "Initials dropped by the per-source-address handshake rate or connection cap.";
+    ip_table_full, "fovea_ip_table_full_total", "counter", "Handshakes admitted untracked because the shard's source-address table was full.";
+    log_lines_suppressed, "fovea_log_lines_suppressed_total", "counter", "Per-peer log lines not written (log_lines_per_s).";
+    tls_reloads, "fovea_tls_reloads_total", "counter", "TLS configurations reloaded from changed files (counted on shard 0).";
+    tls_reload_failures, "fovea_tls_reload_failures_total", "counter", "Changed TLS files that did not load (the previous certificate stays; shard 0).";
 }
 
 /// Upper bounds (µs) of the latency histogram buckets; the last bucket is +Inf.

@@ -44,6 +44,9 @@ pub enum StartError {
     /// TLS configuration (certificate or key unusable).
     #[error("QUIC/TLS configuration: {0}")]
     Quic(quiche::Error),
+    /// A configuration value the node cannot use (e.g. a credential).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl Node {
@@ -91,6 +94,10 @@ impl Node {
         } else {
             Vec::new()
         };
+        let auth =
+            Arc::new(crate::auth::AuthTable::build(&config.auth).map_err(StartError::Config)?);
+        let tls_source = crate::tls::TlsSource::new(shards);
+        crate::tls::spawn_reloader(&config, &identity, &tls_source, metrics[0].clone());
         let mut stops = Vec::new();
         let mut threads = Vec::new();
         for (index, socket) in sockets.into_iter().enumerate() {
@@ -112,6 +119,7 @@ impl Node {
             let mesh = mesh.clone();
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let force_legacy = config.node.force_legacy_driver;
+            let (auth, tls_source) = (auth.clone(), tls_source.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("fovea-shard-{index}"))
                 .spawn(move || {
@@ -120,7 +128,8 @@ impl Node {
                             tracing::warn!(shard = index, "could not pin to a core");
                         }
                     }
-                    let shard = Shard::new(ctx, quic_config, Instant::now());
+                    let mut shard = Shard::new(ctx, quic_config, Instant::now());
+                    shard.set_security(auth, Some(tls_source));
                     driver::run(shard, socket, mesh, stop, gso, force_legacy)
                 })
                 .expect("spawn shard thread");

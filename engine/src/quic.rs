@@ -40,7 +40,7 @@ pub fn server_config(
     identity: &Identity,
 ) -> Result<quiche::Config, quiche::Error> {
     let limits = &config.limits;
-    let mut q = quiche::Config::new(quiche::PROTOCOL_VERSION)?;
+    let mut q = crate::tls::new_quiche_config(&config.tls)?;
     q.load_cert_chain_from_pem_file(identity.cert_path.to_str().ok_or(quiche::Error::TlsFail)?)?;
     q.load_priv_key_from_pem_file(identity.key_path.to_str().ok_or(quiche::Error::TlsFail)?)?;
     q.set_application_protos(&[ALPN])?;

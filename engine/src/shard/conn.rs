@@ -144,6 +144,8 @@ pub struct Conn {
     pub data_stream_open: bool,
     /// NAT assistance and relay metering.
     pub nat: super::nat::NatState,
+    /// Credential, permissions, publish rate (`shard/auth.rs`).
+    pub sec: super::auth::ConnSec,
 }
 
 impl Conn {
@@ -181,6 +183,7 @@ impl Conn {
             fin_sent: false,
             data_stream_open: false,
             nat: Default::default(),
+            sec: Default::default(),
         }
     }
 

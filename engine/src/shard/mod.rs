@@ -9,6 +9,7 @@
 //! `handle_datagram` / `handle_message` / `handle_timeouts` → `poll_transmit` → `take_outbox`
 //! → `next_timeout`.
 
+mod auth;
 mod bucket;
 mod conn;
 mod fanout;
@@ -121,6 +122,8 @@ pub struct Shard {
     /// Time of the input being handled (the injected clock), for paths that need "now" but are
     /// reached from bookkeeping (a reaped provider's calls).
     last_now: Instant,
+    /// Credentials, per-address limits, TLS reloads (`auth.rs`).
+    sec: auth::ShardSec,
 }
 
 /// Milliseconds since `start`, for tokens (which only compare times from the same shard).
@@ -155,6 +158,7 @@ impl Shard {
             peers: 0,
             rpc: rpc::Rpc::default(),
             last_now: now,
+            sec: auth::ShardSec::default(),
         }
     }
 
@@ -369,6 +373,10 @@ impl Shard {
             }
             return;
         }
+        if !self.admit_source(now, from.ip()) {
+            return;
+        }
+        self.refresh_tls();
         let scid_bytes = cid::new_cid(self.ctx.index);
         let scid = quiche::ConnectionId::from_vec(scid_bytes.to_vec());
         self.quic_config.set_stateless_reset_token(Some(self.ctx.reset_key.token(&scid_bytes)));
@@ -404,6 +412,8 @@ impl Shard {
         let keepalive = Duration::from_millis(self.ctx.limits.keepalive_ms);
         let mut conn = Box::new(Conn::new(quic, from, now, keepalive));
         conn.frames_left = self.ctx.limits.frames_per_turn;
+        conn.sec.source_ip = Some(from.ip());
+        self.source_opened(from.ip());
         conn.cids.push(scid.clone());
         if odcid.is_none() {
             self.unvalidated += 1;
@@ -467,6 +477,7 @@ impl Shard {
     pub fn handle_timeouts(&mut self, now: Instant) {
         self.last_now = now;
         self.expire_calls(now);
+        let auth_metrics = self.ctx.metrics.clone();
         while let Some(&Reverse((at, r))) = self.timers.peek() {
             if at > now {
                 break;
@@ -481,7 +492,11 @@ impl Shard {
             if conn.quic.timeout_instant().is_some_and(|t| t <= now) {
                 conn.quic.on_timeout();
             }
+            // A pending CHALLENGE has its own deadline (AUTH_REQUIRED).
+            let auth_pending =
+                conn.phase == Phase::AwaitHello && auth::expire_auth(conn, now, &auth_metrics);
             match conn.phase {
+                Phase::AwaitHello if auth_pending => {}
                 Phase::AwaitHello if now >= conn.accepted_at + hello_timeout => {
                     let code = fovea_codec::ErrorCode::HelloRequired as u64;
                     let _ = conn.quic.close(true, code, b"no HELLO within hello_timeout_ms");
@@ -600,7 +615,7 @@ impl Shard {
                 continue;
             }
             let Some(conn) = self.conn_mut(r) else { continue };
-            let hello_deadline = conn.accepted_at + hello_timeout;
+            let hello_deadline = conn.sec.deadline().unwrap_or(conn.accepted_at + hello_timeout);
             if let Some(at) = conn.next_deadline(hello_deadline) {
                 if conn.timer_armed.is_none_or(|armed| at < armed) {
                     conn.timer_armed = Some(at);
@@ -644,6 +659,7 @@ impl Shard {
         }
         let Some(conn) = slot.conn.take() else { return };
         self.free.push(r.slot);
+        self.source_closed(conn.sec.source_ip);
         for c in &conn.cids {
             let key = CidKey::new(c);
             if self.by_cid.get(&key) == Some(&r) {
@@ -681,6 +697,7 @@ impl Shard {
         let Some(slot) = self.slots.get_mut(r.slot as usize) else { return };
         let Some(mut conn) = slot.conn.take() else { return };
         self.free.push(r.slot);
+        self.source_closed(conn.sec.source_ip);
         conn.phase = Phase::Moving;
         conn.out.dirty = false;
         conn.timer_armed = None;
@@ -712,6 +729,9 @@ impl Shard {
         }
         let cids = conn.cids.clone();
         conn.phase = Phase::AwaitHello;
+        if let Some(ip) = conn.sec.source_ip {
+            self.source_opened(ip);
+        }
         let r = self.insert_conn(conn);
         for c in cids {
             self.by_cid.insert(CidKey::new(&c), r);

@@ -129,7 +129,7 @@ impl Shard {
         }
     }
 
-    fn close_conn(&mut self, r: ConnRef, code: ErrorCode, reason: &'static str) {
+    pub(super) fn close_conn(&mut self, r: ConnRef, code: ErrorCode, reason: &'static str) {
         if let Some(conn) = self.conn_mut(r) {
             // The first reason wins.
             conn.close_with.get_or_insert((code as u64, reason));
@@ -213,6 +213,8 @@ impl Shard {
     }
 
     fn handle_frame(&mut self, now: Instant, r: ConnRef, frame: Frame) {
+        // Credentials, permissions and the publish rate (shard/auth.rs).
+        let Some(frame) = self.security_gate(now, r, frame) else { return };
         let phase = match self.conn_mut(r) {
             Some(c) => c.phase,
             None => return,
@@ -317,25 +319,21 @@ impl Shard {
         self.ctx.metrics.observe_rtt_us(us);
     }
 
-    fn handle_hello(&mut self, now: Instant, r: ConnRef, hello: fovea_codec::frame::Hello) {
+    pub(super) fn handle_hello(
+        &mut self,
+        now: Instant,
+        r: ConnRef,
+        hello: fovea_codec::frame::Hello,
+    ) {
         if hello.version != VERSION {
             self.close_conn(r, ErrorCode::VersionUnsupported, "this node speaks version 1");
-            return;
-        }
-        if hello.cred_kind != 0 {
-            // Credentials arrive with the security work (issue 8); refusing is the honest answer.
-            self.close_conn(
-                r,
-                ErrorCode::AuthFailed,
-                "credentials are not configured on this node",
-            );
             return;
         }
         let owner = owner_shard(&hello.peer_id, self.ctx.shards);
         {
             let Some(conn) = self.conn_mut(r) else { return };
             conn.peer_id = hello.peer_id;
-            conn.realm = Some(hello.realm);
+            conn.realm = Some(hello.realm.clone());
         }
         if owner != self.ctx.index {
             // The HELLO was consumed from the buffer; put it back so the owner sees it first.
@@ -358,6 +356,10 @@ impl Shard {
         }
         if self.draining.is_some() {
             self.close_conn(r, ErrorCode::ShuttingDown, "node is draining");
+            return;
+        }
+        // Credentials (shard/auth.rs): false when refused or waiting for AUTH.
+        if !self.authenticate_hello(now, r, &hello) {
             return;
         }
         let max_peers = self.ctx.limits.max_peers;

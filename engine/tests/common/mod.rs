@@ -106,13 +106,32 @@ impl TestClient {
     }
 
     fn handshake(node: SocketAddr, wait: Duration) -> Result<TestClient, String> {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::handshake_opts(node, &ClientOpts { wait, ..ClientOpts::default() })
+    }
+
+    /// Connects with a chosen source address, certificate verification and client
+    /// certificate; a refused or failed handshake is an `Err` after `opts.wait`.
+    pub fn connect_with(node: SocketAddr, opts: &ClientOpts) -> Result<TestClient, String> {
+        Self::handshake_opts(node, opts)
+    }
+
+    fn handshake_opts(node: SocketAddr, opts: &ClientOpts) -> Result<TestClient, String> {
+        let wait = opts.wait;
+        let socket = UdpSocket::bind((opts.bind.unwrap_or([127, 0, 0, 1].into()), 0)).unwrap();
         let local = socket.local_addr().unwrap();
         let mut scid = [0u8; 16];
         boring::rand::rand_bytes(&mut scid).unwrap();
         let scid = quiche::ConnectionId::from_vec(scid.to_vec());
-        let conn =
-            quiche::connect(Some("localhost"), &scid, local, node, &mut client_config()).unwrap();
+        let mut config = client_config();
+        if let Some(ca) = &opts.ca {
+            config.verify_peer(true);
+            config.load_verify_locations_from_file(ca.to_str().unwrap()).unwrap();
+        }
+        if let Some((cert, key)) = &opts.cert {
+            config.load_cert_chain_from_pem_file(cert.to_str().unwrap()).unwrap();
+            config.load_priv_key_from_pem_file(key.to_str().unwrap()).unwrap();
+        }
+        let conn = quiche::connect(Some("localhost"), &scid, local, node, &mut config).unwrap();
         let mut c = TestClient {
             conn,
             socket,
@@ -418,6 +437,38 @@ impl TestClient {
     pub fn rebind(&mut self) {
         self.socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     }
+}
+
+/// How `TestClient::connect_with` connects.
+#[derive(Debug, Clone)]
+pub struct ClientOpts {
+    /// Source IP (default 127.0.0.1; any 127.x.y.z works on Linux loopback).
+    pub bind: Option<std::net::IpAddr>,
+    /// Verify the node's certificate against this CA file (default: no verification).
+    pub ca: Option<std::path::PathBuf>,
+    /// Present this client certificate chain and key (PEM files).
+    pub cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// How long the handshake may take.
+    pub wait: Duration,
+}
+
+impl Default for ClientOpts {
+    fn default() -> Self {
+        ClientOpts { bind: None, ca: None, cert: None, wait: Duration::from_secs(3) }
+    }
+}
+
+/// A HELLO frame with a credential (`cred_kind` 1: token, 2: Ed25519 public key).
+pub fn hello_with(peer_id: [u8; 32], realm: &str, cred_kind: u8, credential: &[u8]) -> Frame {
+    Frame::Hello(frame::Hello {
+        version: 1,
+        peer_id,
+        flags: 0,
+        realm: realm.parse::<Realm>().unwrap(),
+        cred_kind,
+        credential: Bytes::copy_from_slice(credential),
+        client_name: Bytes::from_static(b"test"),
+    })
 }
 
 /// A HELLO frame.
