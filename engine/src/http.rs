@@ -16,6 +16,8 @@ pub struct HttpState {
     pub ready: AtomicBool,
     /// Which I/O driver the shards run.
     pub driver: &'static str,
+    /// The federation's view, once its control thread runs (`/federation`, `fovea_federation_*`).
+    pub federation: std::sync::OnceLock<Arc<crate::control::FederationStatus>>,
 }
 
 /// Binds the endpoint and serves it on a new thread. Returns the bound address.
@@ -27,10 +29,17 @@ pub fn serve(addr: SocketAddr, state: Arc<HttpState>) -> std::io::Result<SocketA
             let (status, body, content_type) = match request.url() {
                 "/metrics" => {
                     let ready = state.ready.load(Ordering::Relaxed);
-                    let text =
+                    let mut text =
                         metrics::render(&state.shards, &NodeGauges { ready, driver: state.driver });
+                    if let Some(federation) = state.federation.get() {
+                        federation.render(&mut text);
+                    }
                     (200, text, "text/plain; version=0.0.4")
                 }
+                "/federation" => match state.federation.get() {
+                    Some(federation) => (200, federation.to_json(), "application/json"),
+                    None => (404, "federation is not enabled\n".to_owned(), "text/plain"),
+                },
                 "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
                 "/readyz" => {
                     if state.ready.load(Ordering::Relaxed) {

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cid;
 pub mod config;
+pub mod control;
 pub mod driver;
 pub mod http;
 pub mod identity;

@@ -25,6 +25,7 @@ pub struct Node {
     stops: Vec<Arc<StopFlag>>,
     threads: Vec<std::thread::JoinHandle<driver::IoDriver>>,
     drain_timeout: Duration,
+    control: Option<crate::control::ControlHandle>,
 }
 
 /// Errors starting a node.
@@ -41,6 +42,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The federation control thread.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
     /// TLS configuration (certificate or key unusable).
     #[error("QUIC/TLS configuration: {0}")]
     Quic(quiche::Error),
@@ -83,6 +87,7 @@ impl Node {
             shards: metrics.clone(),
             ready: std::sync::atomic::AtomicBool::new(false),
             driver: driver_name,
+            federation: std::sync::OnceLock::new(),
         });
         let http_addr = http::serve(config.node.metrics, http_state.clone())
             .map_err(|source| StartError::Bind { addr: config.node.metrics, source })?;
@@ -98,6 +103,8 @@ impl Node {
             Arc::new(crate::auth::AuthTable::build(&config.auth).map_err(StartError::Config)?);
         let tls_source = crate::tls::TlsSource::new(shards);
         crate::tls::spawn_reloader(&config, &identity, &tls_source, metrics[0].clone());
+        let control = config.federation.is_enabled().then(crate::control::ControlChannel::new);
+        let control_link = control.as_ref().map(|c| c.link());
         let mut stops = Vec::new();
         let mut threads = Vec::new();
         for (index, socket) in sockets.into_iter().enumerate() {
@@ -119,6 +126,7 @@ impl Node {
             let mesh = mesh.clone();
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let force_legacy = config.node.force_legacy_driver;
+            let control_link = control_link.clone();
             let (auth, tls_source) = (auth.clone(), tls_source.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("fovea-shard-{index}"))
@@ -130,11 +138,27 @@ impl Node {
                     }
                     let mut shard = Shard::new(ctx, quic_config, Instant::now());
                     shard.set_security(auth, Some(tls_source));
+                    let shard = with_control(shard, control_link);
                     driver::run(shard, socket, mesh, stop, gso, force_legacy)
                 })
                 .expect("spawn shard thread");
             threads.push(thread);
         }
+        let control = match control {
+            Some(channel) => {
+                let params = crate::control::ControlParams {
+                    config: config.clone(),
+                    node_id: identity.node_id,
+                    advertise: config.federation.advertise.unwrap_or(quic_addr),
+                    mesh: mesh.clone(),
+                    shared: shared.clone(),
+                };
+                let handle = crate::control::start(channel, params)?;
+                let _ = http_state.federation.set(handle.status());
+                Some(handle)
+            }
+            None => None,
+        };
         http_state.ready.store(true, Ordering::Relaxed);
         tracing::info!(%quic_addr, %http_addr, shards, driver = driver_name, gso, "fovea node listening");
         Ok(Node {
@@ -145,6 +169,7 @@ impl Node {
             stops,
             threads,
             drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
+            control,
         })
     }
 
@@ -153,6 +178,10 @@ impl Node {
     pub fn shutdown(self) {
         self.http.ready.store(false, Ordering::Relaxed);
         self.shared.draining.store(true, Ordering::Relaxed);
+        // Outgoing federation links close first; the peers' nodes see them go at once.
+        if let Some(control) = self.control {
+            control.stop();
+        }
         let deadline = Instant::now() + self.drain_timeout;
         for s in &self.stops {
             s.drain(deadline);
@@ -162,4 +191,12 @@ impl Node {
         }
         tracing::info!("fovea node stopped");
     }
+}
+
+/// Connects a shard to the control thread when the node federates.
+fn with_control(mut shard: Shard, link: Option<crate::control::ControlLink>) -> Shard {
+    if let Some(link) = link {
+        shard.set_control(link);
+    }
+    shard
 }

@@ -142,6 +142,9 @@ pub struct Conn {
     pub fin_sent: bool,
     /// The node data stream has been opened (and given its priority).
     pub data_stream_open: bool,
+    /// A federation link (HELLO flag bit 0 on a federating node): its federation frames go to
+    /// the control thread (`shard/link.rs`).
+    pub federation: bool,
     /// NAT assistance and relay metering.
     pub nat: super::nat::NatState,
     /// Credential, permissions, publish rate (`shard/auth.rs`).
@@ -182,6 +185,7 @@ impl Conn {
             goodbye_sent: false,
             fin_sent: false,
             data_stream_open: false,
+            federation: false,
             nat: Default::default(),
             sec: Default::default(),
         }

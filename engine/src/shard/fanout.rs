@@ -20,10 +20,27 @@ use fovea_codec::{ErrorCode, Pattern, Realm, Topic};
 use fovea_trie::PatternTrie;
 
 use super::{Conn, ConnRef, Shard, ShardMsg};
+use crate::control::ControlMsg;
 use crate::metrics::ShardMetrics;
+use fovea_control::federation::{Kind, Op};
 use fovea_fanout::{FanoutPlanner, PlanLimits, Recipient, Recipients};
 
 type SubLeaf = fovea_fanout::SubLeaf<ConnRef>;
+
+/// Bit of the interest mask that means "some other bootstrap has subscribers" (set by the
+/// control thread's `RemoteInterest`; shards are at most 63 when the node federates). The
+/// publish path tests it with the same mask it already computes, so a node without
+/// federation pays one AND per publish.
+const FED_BIT: u64 = 1 << 63;
+
+/// Where one publish goes on this node: other shards (mask) and this shard's subscribers;
+/// and when it entered the node (latency histogram).
+#[derive(Clone, Copy)]
+struct Targets {
+    shards: u64,
+    local: bool,
+    published_at: Instant,
+}
 
 /// The shard's connection slots as the planner sees them: only connections that still take
 /// deliveries (not closing, no GOODBYE sent).
@@ -108,6 +125,9 @@ impl Shard {
         leaf.push((r, sub_id));
         self.fanout.subscriptions += 1;
         ShardMetrics::set(&self.ctx.metrics.subscriptions, self.fanout.subscriptions);
+        if first_here {
+            self.report_local(Kind::Interest, Op::Add, &realm, &pattern);
+        }
         if !first_here || self.ctx.shards == 1 {
             return Ok(SubscribeOutcome::Ok);
         }
@@ -152,6 +172,7 @@ impl Shard {
         self.fanout.subscriptions -= 1;
         ShardMetrics::set(&self.ctx.metrics.subscriptions, self.fanout.subscriptions);
         if now_empty {
+            self.report_local(Kind::Interest, Op::Remove, realm, pattern);
             for dest in (0..self.ctx.shards).filter(|&s| s != self.ctx.index) {
                 self.outbox[dest].push(ShardMsg::InterestRemove {
                     realm: realm.clone(),
@@ -182,8 +203,48 @@ impl Shard {
         let Some(state) = self.fanout.realms.get(realm) else { return };
         let mut remote = 0u64;
         state.interest.for_each_match(topic, |mask| remote |= *mask);
-        let has_local = !state.subs.is_empty();
-        if remote == 0 && !has_local {
+        let local = !state.subs.is_empty();
+        if remote & FED_BIT != 0 {
+            // Other bootstraps have subscribers: one message to the control thread, which
+            // forwards once per interested bootstrap.
+            remote &= !FED_BIT;
+            let payload = Bytes::copy_from_slice(payload);
+            let msg = ControlMsg::Publish { realm: realm.clone(), topic: topic.clone(), payload };
+            self.to_control(msg);
+        }
+        let targets = Targets { shards: remote, local, published_at: now };
+        self.fan_out(now, realm, topic, message_id, payload, targets);
+    }
+
+    /// A publish that another bootstrap forwarded: this node's subscribers only.
+    fn publish_forwarded(
+        &mut self,
+        now: Instant,
+        realm: &Realm,
+        topic: &Topic,
+        payload: &[u8],
+        at: Instant,
+    ) {
+        let Some(state) = self.fanout.realms.get(realm) else { return };
+        let mut remote = 0u64;
+        state.interest.for_each_match(topic, |mask| remote |= *mask);
+        let local = !state.subs.is_empty();
+        let targets = Targets { shards: remote & !FED_BIT, local, published_at: at };
+        self.fan_out(now, realm, topic, None, payload, targets);
+    }
+
+    /// Encodes the DELIVER tail once; one `Deliver` per interested shard, then local delivery.
+    fn fan_out(
+        &mut self,
+        now: Instant,
+        realm: &Realm,
+        topic: &Topic,
+        message_id: Option<u64>,
+        payload: &[u8],
+        targets: Targets,
+    ) {
+        let Targets { shards: mut remote, local, published_at } = targets;
+        if remote == 0 && !local {
             return;
         }
         let tail = fovea_codec::encode_deliver_tail(message_id, topic, payload);
@@ -194,11 +255,21 @@ impl Shard {
                 realm: realm.clone(),
                 topic: topic.clone(),
                 tail: tail.clone(),
-                published_at: now,
+                published_at,
             });
         }
-        if has_local {
-            self.deliver_local(now, realm, topic, &tail, now);
+        if local {
+            self.deliver_local(now, realm, topic, &tail, published_at);
+        }
+    }
+
+    /// This shard's first subscriber (provider) of `name` appeared, or its last left: the
+    /// control thread counts shards and tells the federation about the node's 0 ↔ 1.
+    pub(super) fn report_local(&self, kind: Kind, op: Op, realm: &Realm, name: &Pattern) {
+        if self.control.is_some() {
+            let shard = self.ctx.index;
+            let (realm, name) = (realm.clone(), name.clone());
+            self.to_control(ControlMsg::LocalChange { kind, op, realm, name, shard });
         }
     }
 
@@ -262,6 +333,20 @@ impl Shard {
                 if let Some(state) = self.fanout.realms.get_mut(&realm) {
                     state.interest.remove_with(&pattern, |mask| {
                         *mask &= !(1u64 << from);
+                        *mask == 0
+                    });
+                }
+            }
+            ShardMsg::FederatedPublish { realm, topic, payload, published_at } => {
+                self.publish_forwarded(now, &realm, &topic, &payload, published_at);
+            }
+            ShardMsg::RemoteInterest { realm, pattern, remote: true } => {
+                *self.fanout.realms.entry(realm).or_default().interest.entry(&pattern) |= FED_BIT;
+            }
+            ShardMsg::RemoteInterest { realm, pattern, remote: false } => {
+                if let Some(state) = self.fanout.realms.get_mut(&realm) {
+                    state.interest.remove_with(&pattern, |mask| {
+                        *mask &= !FED_BIT;
                         *mask == 0
                     });
                 }

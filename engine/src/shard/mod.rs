@@ -13,6 +13,7 @@ mod auth;
 mod bucket;
 mod conn;
 mod fanout;
+mod link;
 mod nat;
 mod port;
 mod rpc;
@@ -29,6 +30,7 @@ use bytes::BytesMut;
 
 pub use conn::{Conn, Phase, TxQueue, CLIENT_DATA_STREAM, NODE_DATA_STREAM, SESSION_STREAM};
 pub use port::ShardMsg;
+pub use rpc::CallOutcome;
 pub use session::owner_shard;
 
 use crate::cid::{self, CidKey, ResetKey, CID_LEN};
@@ -119,6 +121,8 @@ pub struct Shard {
     draining: Option<Instant>,
     peers: usize,
     rpc: rpc::Rpc,
+    /// The control thread's inbox, when the node federates (`link.rs`).
+    control: Option<crate::control::ControlLink>,
     /// Time of the input being handled (the injected clock), for paths that need "now" but are
     /// reached from bookkeeping (a reaped provider's calls).
     last_now: Instant,
@@ -157,6 +161,7 @@ impl Shard {
             draining: None,
             peers: 0,
             rpc: rpc::Rpc::default(),
+            control: None,
             last_now: now,
             sec: auth::ShardSec::default(),
         }
@@ -469,6 +474,10 @@ impl Shard {
             msg @ (ShardMsg::Punch { .. } | ShardMsg::PunchResult { .. }) => {
                 self.handle_nat_message(now, msg)
             }
+            msg @ (ShardMsg::RemoteProvider { .. } | ShardMsg::FederatedInvoke { .. }) => {
+                self.handle_rpc_message(now, msg)
+            }
+            ShardMsg::LinkSend { to, frames } => self.link_send(to, frames),
             other => self.handle_fanout_message(now, other),
         }
     }
@@ -672,6 +681,9 @@ impl Shard {
             let owns_peer = self.by_peer.get(&conn.peer_id) == Some(&r);
             if owns_peer {
                 self.by_peer.remove(&conn.peer_id);
+                if conn.federation {
+                    self.link_down(conn.peer_id);
+                }
                 self.peers -= 1;
                 self.ctx.shared.peers.fetch_sub(1, Ordering::Relaxed);
             }

@@ -97,6 +97,9 @@ pub enum ShardMsg {
         procedure: Name,
         /// Arguments (shared, not copied).
         payload: Bytes,
+        /// Set for a call forwarded by another node: the answer goes back on this link (through
+        /// the control thread) and `call_id` is that node's forward id.
+        link: Option<[u8; 32]>,
     },
     /// The outcome of a call, for the caller's shard.
     CallResult {
@@ -147,6 +150,61 @@ pub enum ShardMsg {
         found: Option<SocketAddr>,
         /// Common start time, Unix ms.
         start_at_ms: u64,
+    },
+    /// From the control thread: some remote bootstrap now has subscribers for `pattern`
+    /// (`remote`), or none has any more. Kept as bit 63 of the interest mask.
+    RemoteInterest {
+        /// Realm.
+        realm: Realm,
+        /// Pattern.
+        pattern: Pattern,
+        /// True: remote interest exists.
+        remote: bool,
+    },
+    /// From the control thread: some remote bootstrap now provides `procedure`, or none does.
+    RemoteProvider {
+        /// Realm.
+        realm: Realm,
+        /// Procedure.
+        procedure: Name,
+        /// True: a remote provider exists.
+        remote: bool,
+    },
+    /// From the control thread: a publish forwarded by another node. Fanned out to this node's
+    /// subscribers (every interested shard) like a local publish, never forwarded again.
+    FederatedPublish {
+        /// Realm.
+        realm: Realm,
+        /// Topic.
+        topic: Topic,
+        /// Payload.
+        payload: Bytes,
+        /// When the control thread received it (latency histogram).
+        published_at: Instant,
+    },
+    /// From the control thread: a call forwarded by node `from` for a local provider.
+    FederatedInvoke {
+        /// The link it came from.
+        from: [u8; 32],
+        /// That node's id for the call.
+        forward_id: u64,
+        /// The original caller.
+        caller: [u8; 32],
+        /// Realm.
+        realm: Realm,
+        /// Procedure.
+        procedure: Name,
+        /// Time left, ms.
+        timeout_ms: u64,
+        /// Arguments.
+        payload: Bytes,
+    },
+    /// From the control thread: encoded frames for the federation link of node `to`.
+    LinkSend {
+        /// The dialing node whose link this shard serves.
+        to: [u8; 32],
+        /// One or more whole frames.
+        frames: Bytes,
     },
     /// Whether a direct message reached its target, for the sender's shard.
     DirectResult {

@@ -18,9 +18,16 @@ use smallvec::SmallVec;
 use super::session::owner_shard;
 use super::{ConnRef, Shard, ShardMsg};
 use crate::config::ProviderSelection;
+use crate::control::ControlMsg;
 use crate::metrics::ShardMetrics;
+use fovea_codec::Pattern;
+use fovea_control::federation::{Kind, Op};
 
 type PeerId = [u8; 32];
+
+/// The "shard" of a call's provider when the provider is on another bootstrap: the control
+/// thread forwards it and the answer comes back as a `CallResult` like any other.
+const FEDERATION: usize = usize::MAX;
 
 /// Providers of one procedure, in registration order, with this shard's round-robin cursor.
 #[derive(Default)]
@@ -45,6 +52,9 @@ struct Invocation {
     caller: PeerId,
     call_id: u64,
     provider: ConnRef,
+    /// Forwarded by this node (the answer goes back through the control thread; `call_id`
+    /// is its forward id).
+    link: Option<PeerId>,
 }
 
 /// Outcome of a call, carried back to the caller's shard.
@@ -66,6 +76,8 @@ pub(super) struct Rpc {
     deadlines: BinaryHeap<Reverse<(Instant, PeerId, u64)>>,
     invocations: ahash::AHashMap<u64, Invocation>,
     next_invocation: u64,
+    /// (realm, procedure) with a provider on another bootstrap (from the control thread).
+    remote: ahash::AHashSet<(Realm, Name)>,
 }
 
 impl Rpc {
@@ -105,6 +117,9 @@ impl Shard {
             return Err(err(ErrorCode::TooManyRegistrations, "max_registrations_per_peer reached"));
         }
         conn.registrations.push(procedure.clone());
+        if !self.has_own_provider(&realm, &procedure) {
+            self.report_provider(Op::Add, &realm, &procedure);
+        }
         self.apply_provider(&realm, &procedure, self.ctx.index, peer, true);
         if self.ctx.shards == 1 {
             return Ok(true);
@@ -143,6 +158,9 @@ impl Shard {
 
     fn withdraw_provider(&mut self, realm: &Realm, procedure: &Name, peer: PeerId) {
         self.apply_provider(realm, procedure, self.ctx.index, peer, false);
+        if !self.has_own_provider(realm, procedure) {
+            self.report_provider(Op::Remove, realm, procedure);
+        }
         for dest in (0..self.ctx.shards).filter(|&s| s != self.ctx.index) {
             self.outbox[dest].push(ShardMsg::ProviderRemove {
                 realm: realm.clone(),
@@ -169,6 +187,25 @@ impl Shard {
             if ring.members.is_empty() {
                 self.rpc.rings.remove(&key);
             }
+        }
+    }
+
+    /// True when a peer of this shard provides `procedure`.
+    fn has_own_provider(&self, realm: &Realm, procedure: &Name) -> bool {
+        let index = self.ctx.index;
+        self.rpc
+            .rings
+            .get(&(realm.clone(), procedure.clone()))
+            .is_some_and(|ring| ring.members.iter().any(|m| m.0 == index))
+    }
+
+    fn report_provider(&self, op: Op, realm: &Realm, procedure: &Name) {
+        if self.control.is_none() {
+            return;
+        }
+        // A procedure name is a valid pattern; the federation stores both kinds as patterns.
+        if let Ok(name) = Pattern::new(procedure.as_inner().clone()) {
+            self.report_local(Kind::Registration, op, realm, &name);
         }
     }
 
@@ -236,7 +273,9 @@ impl Shard {
                 "max_inflight_calls_per_peer reached",
             );
         }
-        let Some(provider) = self.pick_provider(&realm, &c.procedure, &[]) else {
+        let local = self.pick_provider(&realm, &c.procedure, &[]);
+        let remote = || self.rpc.remote.contains(&(realm.clone(), c.procedure.clone()));
+        let Some(provider) = local.or_else(|| remote().then_some((FEDERATION, [0; 32]))) else {
             return self.call_error(
                 r,
                 c.call_id,
@@ -262,6 +301,17 @@ impl Shard {
 
     fn dispatch(&mut self, now: Instant, caller: PeerId, call_id: u64, state: &CallState) {
         let timeout_ms = state.deadline.saturating_duration_since(now).as_millis() as u64;
+        if state.provider.0 == FEDERATION {
+            return self.to_control(ControlMsg::Call {
+                caller,
+                call_id,
+                realm: state.realm.clone(),
+                procedure: state.procedure.clone(),
+                timeout_ms,
+                idempotent: state.idempotent,
+                payload: state.payload.clone(),
+            });
+        }
         let msg = ShardMsg::Invoke {
             caller_shard: self.ctx.index,
             caller,
@@ -270,6 +320,7 @@ impl Shard {
             timeout_ms,
             procedure: state.procedure.clone(),
             payload: state.payload.clone(),
+            link: None,
         };
         if state.provider.0 == self.ctx.index {
             self.handle_rpc_message(now, msg);
@@ -299,7 +350,27 @@ impl Shard {
             return;
         }
         let inv = self.rpc.invocations.remove(&invocation_id).expect("present");
-        self.route_outcome(inv.caller, inv.call_id, outcome);
+        self.route_invocation(inv, outcome);
+    }
+
+    /// The answer of an invocation: to the caller's shard, or back to the forwarding node.
+    fn route_invocation(&mut self, inv: Invocation, outcome: CallOutcome) {
+        match inv.link {
+            Some(to) => self.answer_link(to, inv.call_id, outcome),
+            None => self.route_outcome(inv.caller, inv.call_id, outcome),
+        }
+    }
+
+    fn answer_link(&self, to: PeerId, forward_id: u64, outcome: CallOutcome) {
+        let (code, payload) = match outcome {
+            CallOutcome::Reply(payload) => (0, payload),
+            CallOutcome::Error(code, message) => (code, message),
+            CallOutcome::ProviderGone => {
+                let code = ErrorCode::ProviderGone;
+                (code as u64, Bytes::from_static(code.name().as_bytes()))
+            }
+        };
+        self.to_control(ControlMsg::InvokeAnswer { to, forward_id, code, payload });
     }
 
     fn route_outcome(&mut self, caller: PeerId, call_id: u64, outcome: CallOutcome) {
@@ -341,8 +412,12 @@ impl Shard {
                 timeout_ms,
                 procedure,
                 payload,
+                link,
             } => {
                 let Some(&r) = self.by_peer.get(&provider) else {
+                    if let Some(to) = link {
+                        return self.answer_link(to, call_id, CallOutcome::ProviderGone);
+                    }
                     let msg = ShardMsg::CallResult {
                         caller,
                         call_id,
@@ -357,7 +432,7 @@ impl Shard {
                 let invocation_id = self.rpc.next_invocation;
                 self.rpc
                     .invocations
-                    .insert(invocation_id, Invocation { caller, call_id, provider: r });
+                    .insert(invocation_id, Invocation { caller, call_id, provider: r, link });
                 let frame = Frame::Invoke(frame::Invoke {
                     invocation_id,
                     timeout_ms,
@@ -369,6 +444,44 @@ impl Shard {
             }
             ShardMsg::CallResult { caller, call_id, outcome } => {
                 self.call_result(now, caller, call_id, outcome)
+            }
+            ShardMsg::RemoteProvider { realm, procedure, remote } => {
+                if remote {
+                    self.rpc.remote.insert((realm, procedure));
+                } else {
+                    self.rpc.remote.remove(&(realm, procedure));
+                }
+            }
+            ShardMsg::FederatedInvoke {
+                from,
+                forward_id,
+                caller,
+                realm,
+                procedure,
+                timeout_ms,
+                payload,
+            } => {
+                let Some((shard, provider)) = self.pick_provider(&realm, &procedure, &[]) else {
+                    let code = ErrorCode::NoProvider;
+                    let message = Bytes::from_static(code.name().as_bytes());
+                    let outcome = CallOutcome::Error(code as u64, message);
+                    return self.answer_link(from, forward_id, outcome);
+                };
+                let msg = ShardMsg::Invoke {
+                    caller_shard: self.ctx.index,
+                    caller,
+                    call_id: forward_id,
+                    provider,
+                    timeout_ms,
+                    procedure,
+                    payload,
+                    link: Some(from),
+                };
+                if shard == self.ctx.index {
+                    self.handle_rpc_message(now, msg);
+                } else {
+                    self.outbox[shard].push(msg);
+                }
             }
             ShardMsg::Direct { source, realm, target, payload, request_id } => {
                 let source_shard = owner_shard(&source, self.ctx.shards);
@@ -500,7 +613,7 @@ impl Shard {
             .collect();
         for id in gone {
             let inv = self.rpc.invocations.remove(&id).expect("listed above");
-            self.route_outcome(inv.caller, inv.call_id, CallOutcome::ProviderGone);
+            self.route_invocation(inv, CallOutcome::ProviderGone);
         }
         if !drop_calls {
             return;

@@ -229,6 +229,17 @@ impl Shard {
             return;
         }
         match frame {
+            frame @ (Frame::Announce(_)
+            | Frame::SyncDigest(_)
+            | Frame::SyncDelta(_)
+            | Frame::ForwardPublish(_)
+            | Frame::ForwardCall(_)
+            | Frame::ForwardReply(_)
+            | Frame::Extension { frame_type: fovea_codec::frame::types::SWIM, .. })
+                if self.is_link(r) =>
+            {
+                self.link_frame(r, frame)
+            }
             Frame::Ping(p) => self.answer_ping(now, r, p),
             Frame::Pong(p) => self.record_pong(now, r, p.ping_id),
             Frame::Subscribe(s) => match self.subscribe(r, s.request_id, s.sub_id, s.pattern) {
@@ -333,6 +344,8 @@ impl Shard {
         {
             let Some(conn) = self.conn_mut(r) else { return };
             conn.peer_id = hello.peer_id;
+            // Flag bit 0 means something only on a node that federates (`link_up`).
+            conn.federation = hello.flags & 1 != 0;
             conn.realm = Some(hello.realm.clone());
         }
         if owner != self.ctx.index {
@@ -424,6 +437,7 @@ impl Shard {
         });
         self.send_session(r, &welcome);
         tracing::debug!(shard = self.ctx.index, "session established");
+        self.link_up(r);
     }
 
     fn handle_publish(&mut self, now: Instant, r: ConnRef, p: fovea_codec::frame::Publish) {

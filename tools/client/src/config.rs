@@ -57,6 +57,9 @@ pub struct ClientConfig {
     pub credential: Credential,
     /// HELLO's informational client name.
     pub client_name: String,
+    /// HELLO's flags (docs/PROTOCOL.md §6.1): 0 for clients; bit 0 marks a node's federation
+    /// link.
+    pub hello_flags: u8,
     /// How the node's certificate is verified.
     pub verify: Verify,
     /// QUIC idle timeout; the node answers keep-alive traffic, so this only ends dead paths.
@@ -77,6 +80,7 @@ impl Default for ClientConfig {
             peer_id: None,
             credential: Credential::None,
             client_name: concat!("fovea-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            hello_flags: 0,
             verify: Verify::System,
             idle_timeout: Duration::from_secs(30),
             stream_window_bytes: 4 << 20,

@@ -198,7 +198,7 @@ impl ClientSession {
         let hello = Frame::Hello(frame::Hello {
             version: PROTOCOL_VERSION,
             peer_id,
-            flags: 0,
+            flags: config.hello_flags,
             realm: config.realm.clone(),
             cred_kind: config.credential.kind(),
             credential: config.credential.bytes(),
