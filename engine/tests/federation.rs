@@ -1,0 +1,233 @@
+//! Federation between real `fovea` processes on loopback (docs/decisions/0004): three nodes,
+//! B and C seeded with A; publishes cross bootstraps once per interested bootstrap and reach
+//! each remote subscriber exactly once and in order; a call at A reaches a provider at C; a
+//! SIGKILLed node is detected and the other two keep working.
+//!
+//! Every wait has a deadline and returns as soon as its condition holds.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use fovea_codec::frame::{self, Frame};
+
+/// Fast SWIM and sync for a test on one host (the defaults suit a WAN).
+const FEDERATION_TOML: &str = "[federation]
+enabled = true
+sync_interval_ms = 200
+probe_interval_ms = 300
+probe_timeout_ms = 150
+suspect_timeout_ms = 1500
+redial_min_ms = 100
+redial_max_ms = 1000
+";
+
+/// A `fovea` process and the addresses from its readiness line.
+struct NodeProcess {
+    child: Child,
+    quic: SocketAddr,
+    http: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for NodeProcess {
+    /// A failing test must not leave a node running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_node(tag: &str, seeds: &[SocketAddr]) -> NodeProcess {
+    let dir =
+        std::env::temp_dir().join(format!("fovea-fed-{tag}-{}-{}", std::process::id(), rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("fovea.toml");
+    std::fs::write(&config, format!("{FEDERATION_TOML}region = \"region-{tag}\"\n")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
+    cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shards", "2"])
+        .args(["--no-pin", "--log", "warn", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"));
+    for s in seeds {
+        cmd.arg("--seed").arg(s.to_string());
+    }
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fovea");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    NodeProcess { quic: field("quic="), http: field("metrics="), child, dir }
+}
+
+/// The value of an unlabelled (or fully labelled) federation series, e.g.
+/// `fovea_federation_members{state="alive"}`.
+fn fed(http: SocketAddr, series: &str) -> u64 {
+    let text = metrics_text(http);
+    let key = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn alive(n: &NodeProcess) -> u64 {
+    fed(n.http, "fovea_federation_members{state=\"alive\"}")
+}
+
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(wait_until(WAIT, cond), "timed out waiting for {what}");
+}
+
+/// Receives deliveries until `want` with payload prefix `m` arrived (or the deadline); then
+/// listens a little longer for duplicates. Returns the sequence numbers in arrival order.
+fn collect(c: &mut TestClient, want: usize) -> Vec<u32> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < want && Instant::now() < deadline {
+        if let Some(d) = c.next_deliver(Duration::from_millis(100)) {
+            got.push(seq(&d.payload));
+        }
+    }
+    // A duplicate would arrive right behind the originals.
+    while let Some(d) = c.next_deliver(Duration::from_millis(300)) {
+        got.push(seq(&d.payload));
+    }
+    got
+}
+
+fn seq(payload: &Bytes) -> u32 {
+    std::str::from_utf8(payload).unwrap().strip_prefix('m').unwrap().parse().unwrap()
+}
+
+fn assert_exactly_once_in_order(got: &[u32], from: u32, n: u32, who: &str) {
+    let want: Vec<u32> = (from..from + n).collect();
+    let distinct: HashSet<u32> = got.iter().copied().collect();
+    assert_eq!(distinct.len(), got.len(), "{who}: duplicates in {got:?}");
+    assert_eq!(got, &want[..], "{who}: every message once, in publish order");
+}
+
+fn register(c: &mut TestClient, procedure: &str) {
+    let request_id = c.request_id();
+    c.send_session(&Frame::Register(frame::Register {
+        request_id,
+        procedure: procedure.parse().unwrap(),
+    }));
+    assert!(matches!(c.expect_response(request_id), Frame::Ok(_)), "REGISTER accepted");
+}
+
+/// Calls `math.add` from `caller` while `provider` answers its INVOKE; returns the reply.
+fn call_across(caller: &mut TestClient, provider: &mut TestClient, call_id: u64) -> Bytes {
+    caller.send_data(&Frame::Call(frame::Call {
+        idempotent: false,
+        call_id,
+        timeout_ms: 5_000,
+        procedure: "math.add".parse().unwrap(),
+        payload: Bytes::from_static(b"[2,3]"),
+    }));
+    let Frame::Invoke(inv) = provider.expect_frame(|f| matches!(f, Frame::Invoke(_)), WAIT) else {
+        unreachable!()
+    };
+    assert_eq!(inv.payload.as_ref(), b"[2,3]");
+    assert_eq!(&inv.caller, &caller.peer_id, "INVOKE names the original caller");
+    provider.send_data(&Frame::Reply(frame::Reply {
+        id: inv.invocation_id,
+        payload: Bytes::from_static(b"5"),
+    }));
+    match caller.expect_frame(
+        |f| {
+            matches!(f, Frame::Reply(r) if r.id == call_id)
+                || matches!(f, Frame::CallError(e) if e.id == call_id)
+        },
+        WAIT,
+    ) {
+        Frame::Reply(r) => r.payload,
+        other => panic!("call {call_id} failed: {other:?}"),
+    }
+}
+
+fn publish_n(p: &mut TestClient, from: u32, n: u32) {
+    for i in from..from + n {
+        p.publish("sensors.kitchen.temp", format!("m{i}").as_bytes());
+    }
+}
+
+#[test]
+fn three_processes_federate_forward_once_call_across_and_survive_a_kill() {
+    let started = Instant::now();
+    let a = spawn_node("a", &[]);
+    let mut b = spawn_node("b", &[a.quic]);
+    let c = spawn_node("c", &[a.quic]);
+    let nodes = [&a, &b, &c];
+    wait_for("every node to see two members alive", || nodes.iter().all(|n| alive(n) == 2));
+
+    // Different patterns at B and C, so A's count of remote patterns shows both arrived.
+    let mut sub_b = TestClient::connect(b.quic, "acme");
+    sub_b.subscribe(1, "sensors.**");
+    let mut sub_c = TestClient::connect(c.quic, "acme");
+    sub_c.subscribe(1, "sensors.*.temp");
+    wait_for("A to learn both remote interests", || {
+        fed(a.http, "fovea_federation_remote_interests") == 2
+    });
+
+    let mut publisher = TestClient::connect(a.quic, "acme");
+    let forwarded = |n: &NodeProcess| fed(n.http, "fovea_federation_forwarded_publishes_total");
+    let before = forwarded(&a);
+    publish_n(&mut publisher, 0, 100);
+    let got_b = collect(&mut sub_b, 100);
+    let got_c = collect(&mut sub_c, 100);
+    assert_exactly_once_in_order(&got_b, 0, 100, "subscriber at B");
+    assert_exactly_once_in_order(&got_c, 0, 100, "subscriber at C");
+    assert_eq!(forwarded(&a) - before, 200, "one FORWARD_PUBLISH per interested bootstrap");
+    assert_eq!(fed(b.http, "fovea_federation_forwarded_publishes_total"), 0, "B never re-forwards");
+
+    // A call at A with the only provider at C.
+    let mut provider = TestClient::connect(c.quic, "acme");
+    register(&mut provider, "math.add");
+    wait_for("A to learn the remote provider", || {
+        fed(a.http, "fovea_federation_remote_providers") == 1
+    });
+    let mut caller = TestClient::connect(a.quic, "acme");
+    assert_eq!(call_across(&mut caller, &mut provider, 1).as_ref(), b"5");
+    assert_eq!(fed(a.http, "fovea_federation_forwarded_calls_total"), 1);
+
+    // B dies without a word; A and C notice, and keep serving each other.
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    wait_for("A and C to declare B down", || alive(&a) == 1 && alive(&c) == 1);
+    wait_for("B's interest to expire at A", || {
+        fed(a.http, "fovea_federation_remote_interests") == 1
+    });
+    let before = forwarded(&a);
+    publish_n(&mut publisher, 100, 20);
+    let got_c = collect(&mut sub_c, 20);
+    assert_exactly_once_in_order(&got_c, 100, 20, "subscriber at C after B's death");
+    assert_eq!(forwarded(&a) - before, 20, "only C is forwarded to");
+    assert_eq!(call_across(&mut caller, &mut provider, 2).as_ref(), b"5");
+    eprintln!("federation test took {:?}", started.elapsed());
+}
