@@ -109,6 +109,13 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         metrics: String,
     },
+    /// List the node's federation members: state, region, load and capacity (its
+    /// `/federation` endpoint on the metrics port).
+    Members {
+        /// The metrics endpoint, ADDRESS:PORT or HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        metrics: String,
+    },
 }
 
 /// Seconds as a number (`2`, `0.5`) or a humantime duration (`500ms`, `2s`, `1m`); positive.

@@ -243,9 +243,66 @@ pub(crate) fn stats(cli: &Cli, endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `members`: the node's `/federation` view as a table (or its JSON with `--json`).
+pub(crate) fn members(cli: &Cli, endpoint: &str) -> anyhow::Result<()> {
+    let addr = resolve("--metrics", endpoint)?;
+    let body = metrics::fetch_path(addr, "/federation", cli.timeout)
+        .map_err(|e| Usage(format!("{e:#} (is federation enabled on the node?)")))?;
+    if cli.json {
+        print!("{body}");
+        return Ok(());
+    }
+    let view: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|e| Usage(format!("{addr}/federation is not JSON: {e}")))?;
+    print!("{}", render_members(&view));
+    Ok(())
+}
+
+fn render_members(view: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let num = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let mut out = String::new();
+    let id = text(view, "node_id");
+    let _ = writeln!(out, "node {} region {:?}", &id[..id.len().min(16)], text(view, "region"));
+    let _ = writeln!(
+        out,
+        "{:<16} {:<22} {:<8} {:<12} {:>8} {:>9}",
+        "member", "endpoint", "state", "region", "load", "capacity"
+    );
+    for m in view["members"].as_array().into_iter().flatten() {
+        let id = text(m, "id");
+        let _ = writeln!(
+            out,
+            "{:<16} {:<22} {:<8} {:<12} {:>8} {:>9}",
+            &id[..id.len().min(16)],
+            text(m, "endpoint"),
+            text(m, "state"),
+            text(m, "region"),
+            num(m, "load"),
+            num(m, "capacity")
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_table_lists_each_member_with_region_load_and_capacity() {
+        let view: serde_json::Value = serde_json::from_str(
+            r#"{"node_id":"aaaaaaaaaaaaaaaaaaaa","region":"eu","members":[
+              {"id":"bbbbbbbbbbbbbbbbbbbbbbbb","endpoint":"10.0.0.2:4433","region":"us",
+               "load":12,"capacity":20000,"state":"alive","last_seen_ms":1}]}"#,
+        )
+        .unwrap();
+        let table = render_members(&view);
+        let row = table.lines().nth(2).expect("one member row");
+        assert!(row.starts_with("bbbbbbbbbbbbbbbb 10.0.0.2:4433"), "{table}");
+        assert!(row.contains("alive") && row.contains(" us ") && row.ends_with("20000"), "{table}");
+    }
 
     #[test]
     fn rtt_stats_use_the_nearest_rank_median() {

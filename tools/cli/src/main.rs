@@ -59,6 +59,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Ping { count } => commands::ping(cli, *count),
         Command::Stats { metrics } => commands::stats(cli, metrics),
+        Command::Members { metrics } => commands::members(cli, metrics),
     }
 }
 

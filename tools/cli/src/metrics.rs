@@ -159,13 +159,22 @@ fn parse_labels(mut s: &str) -> anyhow::Result<(Vec<(String, String)>, &str)> {
 
 /// GETs `/metrics` from `addr` (HTTP/1.0, so no keep-alive and usually no chunking).
 pub(crate) fn fetch(addr: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
+    fetch_path(addr, "/metrics", timeout)
+}
+
+/// GETs `path` from the node's metrics endpoint `addr`.
+pub(crate) fn fetch_path(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot reach the metrics endpoint {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     // One write: a request split over segments is no problem for HTTP, but one is simpler
     // for the tiny servers that answer after the first read.
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .with_context(|| format!("sending the request to {addr}"))?;
@@ -180,7 +189,7 @@ pub(crate) fn fetch(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Strin
         .with_context(|| format!("{addr} did not answer with HTTP"))?;
     let status = head.lines().next().unwrap_or("");
     if status.split_whitespace().nth(1) != Some("200") {
-        bail!("the metrics endpoint {addr} answered {status:?}");
+        bail!("the metrics endpoint {addr} answered {status:?} for {path}");
     }
     let chunked = head.lines().any(|h| {
         h.split_once(':').is_some_and(|(k, v)| {

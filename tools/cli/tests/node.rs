@@ -223,3 +223,36 @@ fn call_without_a_provider_fails_with_no_provider() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(stderr(&out).contains("NO_PROVIDER"), "{out:?}");
 }
+
+#[test]
+fn members_lists_the_federation_with_regions_and_capacity() {
+    let federated = |region: &str, seeds: Vec<std::net::SocketAddr>| {
+        let mut c = config();
+        c.federation.enabled = true;
+        c.federation.seeds = seeds;
+        c.federation.region = region.into();
+        c.federation.probe_interval_ms = 300;
+        c.federation.probe_timeout_ms = 150;
+        c.federation.announce_interval_ms = 300;
+        c
+    };
+    let a = start(federated("eu-west", Vec::new()));
+    let b = start(federated("us-east", vec![a.quic_addr]));
+    let metrics = a.http_addr.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let table = loop {
+        let out = cli(&a).args(["members", "--metrics", &metrics]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("alive") && text.contains("us-east") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "no member alive at A: {text}{out:?}");
+    };
+    let row = table.lines().find(|l| l.contains("us-east")).unwrap();
+    assert!(row.contains(&b.quic_addr.to_string()) && row.ends_with("20000"), "{table}");
+    let out = cli(&a).args(["--json", "members", "--metrics", &metrics]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["region"], "eu-west");
+    assert_eq!(v["members"][0]["endpoint"], b.quic_addr.to_string());
+    assert_eq!(v["members"][0]["capacity"], 20_000);
+}
