@@ -6,7 +6,8 @@
 //!
 //! The node's CPU per delivery is (utime + stime of the node process over the measured window,
 //! read by `fovea-flood --node-pid`) / deliveries in that window: the flood tool's own CPU is
-//! excluded, and nothing is inferred from wall time alone.
+//! excluded, and nothing is inferred from wall time alone. RPC scenarios (`fovea-flood rpc`)
+//! report calls instead: replies per second in the window and the node's CPU per reply.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,12 @@ struct Outcome {
     flood: serde_json::Value,
     node_cpu_ms: f64,
     node_cpu_us_per_delivery: Option<f64>,
+    /// RPC scenarios: replies per second over the measured window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calls_per_s: Option<f64>,
+    /// RPC scenarios: the node's CPU time over the window per reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_cpu_us_per_call: Option<f64>,
     node_rss_kib_peak: u64,
     wall_ms: u64,
 }
@@ -180,13 +187,26 @@ fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
             let deliveries = flood_json.get("deliveries").and_then(|v| v.as_f64())?;
             (deliveries > 0.0).then(|| cpu_ms * 1000.0 / deliveries)
         });
+    let is_rpc = flood_json.get("scenario").and_then(|v| v.as_str()) == Some("rpc");
+    let num = |k: &str| flood_json.get(k).and_then(|v| v.as_f64());
+    let calls_per_s = if is_rpc { num("calls_per_s") } else { None };
+    let per_call = if is_rpc {
+        num("node_cpu_us_per_call").or_else(|| {
+            let replies = num("replies")?;
+            (replies > 0.0).then(|| cpu_ms * 1000.0 / replies)
+        })
+    } else {
+        None
+    };
     drop(node);
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(Outcome {
         scenario: s.clone(),
+        node_cpu_us_per_delivery: if is_rpc { None } else { per_delivery },
+        calls_per_s,
+        node_cpu_us_per_call: per_call,
         flood: flood_json,
         node_cpu_ms: cpu_ms,
-        node_cpu_us_per_delivery: per_delivery,
         node_rss_kib_peak: rss_peak,
         wall_ms,
     })
@@ -218,13 +238,17 @@ fn markdown(outcomes: &[Outcome], env: &serde_json::Value) -> String {
         "Environment: kernel {}, CPU {}, {} cores, commit {}\n\n",
         env["kernel"], env["cpu"], env["cores"], env["commit"]
     ));
-    md.push_str("| scenario | deliveries/s | p50 µs | p99 µs | p999 µs | lost | node CPU µs/delivery | node RSS peak KiB |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|\n");
-    for o in outcomes {
-        let f = &o.flood;
-        let num = |k: &str| {
-            f.get(k).and_then(|v| v.as_f64()).map_or("-".to_owned(), |v| format!("{v:.0}"))
-        };
+    let (rpc, rest): (Vec<&Outcome>, Vec<&Outcome>) =
+        outcomes.iter().partition(|o| o.calls_per_s.is_some());
+    let cell = |f: &serde_json::Value, k: &str| {
+        f.get(k).and_then(|v| v.as_f64()).map_or("-".to_owned(), |v| format!("{v:.0}"))
+    };
+    if !rest.is_empty() {
+        md.push_str("| scenario | deliveries/s | p50 µs | p99 µs | p999 µs | lost | node CPU µs/delivery | node RSS peak KiB |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|\n");
+    }
+    for o in rest {
+        let num = |k: &str| cell(&o.flood, k);
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             o.scenario.name,
@@ -234,6 +258,27 @@ fn markdown(outcomes: &[Outcome], env: &serde_json::Value) -> String {
             num("p999_us"),
             num("lost"),
             o.node_cpu_us_per_delivery.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            o.node_rss_kib_peak
+        ));
+    }
+    if !rpc.is_empty() {
+        md.push_str("\n| RPC scenario | calls/s | offered/s | p50 µs | p99 µs | p999 µs | timeouts | duplicates | CALL_ERRORs | node CPU µs/call | node RSS peak KiB |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
+    for o in rpc {
+        let num = |k: &str| cell(&o.flood, k);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            o.scenario.name,
+            num("calls_per_s"),
+            num("offered_calls_per_s"),
+            num("p50_us"),
+            num("p99_us"),
+            num("p999_us"),
+            num("timeouts"),
+            num("duplicates"),
+            num("call_errors_total"),
+            o.node_cpu_us_per_call.map_or("-".to_owned(), |v| format!("{v:.2}")),
             o.node_rss_kib_peak
         ));
     }
@@ -270,4 +315,40 @@ fn main() -> Result<()> {
     std::fs::write(args.out.join(format!("{stamp}.md")), &md)?;
     println!("{md}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str, flood: serde_json::Value) -> Outcome {
+        let is_rpc = flood["scenario"] == "rpc";
+        Outcome {
+            scenario: Scenario { name: name.into(), flood: vec![], shards: 1, quick: false },
+            calls_per_s: if is_rpc { flood["calls_per_s"].as_f64() } else { None },
+            node_cpu_us_per_call: is_rpc.then_some(4.25),
+            node_cpu_us_per_delivery: (!is_rpc).then_some(1.5),
+            flood,
+            node_cpu_ms: 1.0,
+            node_rss_kib_peak: 2048,
+            wall_ms: 1,
+        }
+    }
+
+    #[test]
+    fn rpc_results_get_their_own_table() {
+        let env = serde_json::json!({ "kernel": "k", "cpu": "c", "cores": 2, "commit": "x" });
+        let rpc = serde_json::json!({
+            "scenario": "rpc", "calls_per_s": 123456.0, "offered_calls_per_s": 200000.0,
+            "p50_us": 80.0, "p99_us": 400.0, "p999_us": 900.0, "timeouts": 0,
+            "duplicates": 0, "call_errors_total": 7,
+        });
+        let fanout = serde_json::json!({ "scenario": "fanout", "deliveries_per_s": 1000.0 });
+        let md = markdown(&[outcome("f", fanout), outcome("r", rpc)], &env);
+        assert!(md.contains("| f | 1000 |"), "{md}");
+        assert!(
+            md.contains("| r | 123456 | 200000 | 80 | 400 | 900 | 0 | 0 | 7 | 4.25 | 2048 |"),
+            "{md}"
+        );
+    }
 }
