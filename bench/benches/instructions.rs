@@ -1,178 +1,26 @@
-//! Instruction counts (iai-callgrind) of the same measured calls as the criterion benches.
+//! Instruction counts (iai-callgrind) of the same measured calls as the criterion benches:
+//! codec, fan-out and the DHT table (this file, quick enough for CI), and the pattern trie
+//! (`instructions_trie.rs`, several minutes under valgrind: its 100K-pattern fixtures).
 //!
 //! Fixtures are built in `setup` and checked in `teardown`, both outside the counted region; the
 //! bench function hands its boxed fixture back so that neither a move of a large struct nor its
-//! drop is counted. `bench/check-budgets.sh` runs this and compares with `bench/budgets.toml`.
-//! Cache simulation is off: budgets are on instructions, and it makes the 100K-pattern setups
-//! several times slower under valgrind.
+//! drop is counted. `bench/check-budgets.sh` runs both and compares with `bench/budgets.toml`.
+//! Cache simulation is off: budgets are on instructions, and it makes the 100K setups several
+//! times slower under valgrind.
 
 use bytes::{Bytes, BytesMut};
 use fovea_bench::codec::{
     decode, decode_split, encode_deliver_head_into, encode_deliver_tail_once, encode_frame,
     encode_publish_into, FrameFixture, Kind, SUB_IDS,
 };
+use fovea_bench::dht::{table_closest, table_insert, TableFixture};
 use fovea_bench::fanout::{handoff_batch, plan_publish, FanoutFixture, HandoffFixture};
-use fovea_bench::trie::{
-    bench_cache, cache_match_count, trie_insert, trie_match_count, trie_remove, TargetFixture,
-    TrieFixture, TrieShape,
-};
-use fovea_codec::{Frame, Topic};
+use fovea_codec::Frame;
+use fovea_control::dht::{Contact, Inserted};
 use fovea_fanout::PlanOutcome;
-use fovea_trie::{Lookup, MatchCache};
 use iai_callgrind::{
     library_benchmark, library_benchmark_group, main, Callgrind, LibraryBenchmarkConfig,
 };
-
-// ---- trie: the shape matrix ----
-
-fn fixture(patterns: usize, wildcard_percent: u32, depth: usize) -> Box<TrieFixture> {
-    Box::new(TrieFixture::new(TrieShape { patterns, wildcard_percent, depth }))
-}
-
-/// Lists the bench matrix once for each trie bench function.
-macro_rules! per_shape {
-    ($name:ident, $teardown:ident, |$fx:ident| $body:expr) => {
-        per_shape!(@bench $name, $teardown, $fx, $fx, $body);
-    };
-    ($name:ident, $teardown:ident, |mut $fx:ident| $body:expr) => {
-        per_shape!(@bench $name, $teardown, mut $fx, $fx, $body);
-    };
-    (@bench $name:ident, $teardown:ident, $binding:pat_param, $fx:ident, $body:expr) => {
-        #[library_benchmark(setup = fixture, teardown = $teardown)]
-        #[bench::k1_w0_d3(1_000, 0, 3)]
-        #[bench::k1_w0_d8(1_000, 0, 8)]
-        #[bench::k1_w10_d3(1_000, 10, 3)]
-        #[bench::k1_w10_d8(1_000, 10, 8)]
-        #[bench::k1_w50_d3(1_000, 50, 3)]
-        #[bench::k1_w50_d8(1_000, 50, 8)]
-        #[bench::k10_w0_d3(10_000, 0, 3)]
-        #[bench::k10_w0_d8(10_000, 0, 8)]
-        #[bench::k10_w10_d3(10_000, 10, 3)]
-        #[bench::k10_w10_d8(10_000, 10, 8)]
-        #[bench::k10_w50_d3(10_000, 50, 3)]
-        #[bench::k10_w50_d8(10_000, 50, 8)]
-        #[bench::k100_w0_d3(100_000, 0, 3)]
-        #[bench::k100_w0_d8(100_000, 0, 8)]
-        #[bench::k100_w10_d3(100_000, 10, 3)]
-        #[bench::k100_w10_d8(100_000, 10, 8)]
-        #[bench::k100_w50_d3(100_000, 50, 3)]
-        #[bench::k100_w50_d8(100_000, 50, 8)]
-        fn $name($binding: Box<TrieFixture>) -> (usize, Box<TrieFixture>) {
-            let out = $body;
-            (out, $fx)
-        }
-    };
-}
-
-fn check_hit((count, fx): (usize, Box<TrieFixture>)) {
-    assert_eq!(count, fx.topic_hit_matches, "{}: hit count", fx.shape.label());
-}
-
-fn check_miss((count, fx): (usize, Box<TrieFixture>)) {
-    assert_eq!(count, 0, "{}: miss count", fx.shape.label());
-}
-
-fn check_insert((count, fx): (usize, Box<TrieFixture>)) {
-    assert_eq!(count, 1, "{}: inserted a fresh pattern", fx.shape.label());
-    assert_eq!(fx.trie.len(), fx.present.len() + 1);
-}
-
-fn check_remove((removed, fx): (usize, Box<TrieFixture>)) {
-    assert_eq!(removed, 1, "{}: removed", fx.shape.label());
-    assert_eq!(fx.trie.len(), fx.present.len() - 1);
-}
-
-per_shape!(match_hit, check_hit, |fx| trie_match_count(&fx.trie, &fx.topic_hit));
-per_shape!(match_miss, check_miss, |fx| trie_match_count(&fx.trie, &fx.topic_miss));
-per_shape!(insert, check_insert, |mut fx| trie_insert(&mut fx.trie, &fx.absent[0]) as usize);
-per_shape!(remove, check_remove, |mut fx| {
-    let victim = fx.present.len() / 2;
-    usize::from(trie_remove(&mut fx.trie, &fx.present[victim]))
-});
-
-library_benchmark_group!(name = trie; benchmarks = match_hit, match_miss, insert, remove);
-
-// ---- trie: the depth-5, 100K-pattern target, and the match cache ----
-
-/// Which topic of the target fixture a bench matches.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    MissFirst,
-    MissDeep,
-    HitOne,
-    HitMany,
-}
-
-fn target_topic(which: Target, fx: &TargetFixture) -> (&Topic, usize) {
-    match which {
-        Target::MissFirst => (&fx.miss_first, 0),
-        Target::MissDeep => (&fx.miss_deep, 0),
-        Target::HitOne => (&fx.hit_one, 1),
-        Target::HitMany => (&fx.hit_many, TargetFixture::MANY),
-    }
-}
-
-type TargetRun = (usize, Target, Box<TargetFixture>);
-
-fn target_fixture(wildcard_percent: u32, which: Target) -> (Target, Box<TargetFixture>) {
-    (which, Box::new(TargetFixture::new(wildcard_percent)))
-}
-
-fn check_target((count, which, fx): TargetRun) {
-    assert_eq!(count, target_topic(which, &fx).1, "{which:?}");
-}
-
-#[library_benchmark(setup = target_fixture, teardown = check_target)]
-#[bench::w0_miss_first(0, Target::MissFirst)]
-#[bench::w0_miss_deep(0, Target::MissDeep)]
-#[bench::w0_hit_one(0, Target::HitOne)]
-#[bench::w0_hit_many(0, Target::HitMany)]
-#[bench::w10_miss_first(10, Target::MissFirst)]
-#[bench::w10_miss_deep(10, Target::MissDeep)]
-#[bench::w10_hit_one(10, Target::HitOne)]
-#[bench::w10_hit_many(10, Target::HitMany)]
-fn target_match((which, fx): (Target, Box<TargetFixture>)) -> TargetRun {
-    let (topic, _) = target_topic(which, &fx);
-    (trie_match_count(&fx.trie, topic), which, fx)
-}
-
-type CacheRun = ((Lookup, usize), Target, Box<TargetFixture>, Box<MatchCache>);
-
-/// The 10%-wildcard target trie with a warm cache (the topic looked up once) or a cold one.
-fn cache_fixture(which: Target, warm: bool) -> (Target, Box<TargetFixture>, Box<MatchCache>) {
-    let fx = Box::new(TargetFixture::new(10));
-    let mut cache = Box::new(bench_cache());
-    if warm {
-        cache_match_count(&mut cache, &fx.trie, target_topic(which, &fx).0);
-    }
-    (which, fx, cache)
-}
-
-fn check_cache_hit(((lookup, count), which, fx, _): CacheRun) {
-    assert_eq!((lookup, count), (Lookup::Hit, target_topic(which, &fx).1), "{which:?}");
-}
-
-fn check_cache_miss(((lookup, count), which, fx, _): CacheRun) {
-    assert_eq!((lookup, count), (Lookup::Miss, target_topic(which, &fx).1), "{which:?}");
-}
-
-#[library_benchmark(setup = cache_fixture, teardown = check_cache_hit)]
-#[bench::hit_one(Target::HitOne, true)]
-#[bench::hit_many(Target::HitMany, true)]
-fn cache_hit((which, fx, mut cache): (Target, Box<TargetFixture>, Box<MatchCache>)) -> CacheRun {
-    let (topic, _) = target_topic(which, &fx);
-    (cache_match_count(&mut cache, &fx.trie, topic), which, fx, cache)
-}
-
-#[library_benchmark(setup = cache_fixture, teardown = check_cache_miss)]
-#[bench::hit_one(Target::HitOne, false)]
-#[bench::hit_many(Target::HitMany, false)]
-fn cache_miss((which, fx, mut cache): (Target, Box<TargetFixture>, Box<MatchCache>)) -> CacheRun {
-    let (topic, _) = target_topic(which, &fx);
-    (cache_match_count(&mut cache, &fx.trie, topic), which, fx, cache)
-}
-
-library_benchmark_group!(name = trie_target; benchmarks = target_match, cache_hit, cache_miss);
 
 // ---- codec ----
 
@@ -341,7 +189,68 @@ fn handoff(fx: Box<HandoffFixture>) -> (usize, Box<HandoffFixture>) {
 
 library_benchmark_group!(name = fanout; benchmarks = plan, handoff);
 
+// ---- control: the DHT routing table ----
+
+/// Which insert a bench measures: a contact already known, a newcomer for a full bucket, or a
+/// newcomer for a bucket with room.
+#[derive(Debug, Clone, Copy)]
+enum Insert {
+    Refreshed,
+    Queued,
+    Added,
+}
+
+type InsertRun = (Inserted, Insert, Box<TableFixture>);
+
+fn table_fixture(known: usize, which: Insert) -> (Contact, Insert, Box<TableFixture>) {
+    let fx = Box::new(TableFixture::new(known));
+    let contact = match which {
+        Insert::Refreshed => fx.present,
+        Insert::Queued => fx.queued[0],
+        Insert::Added => fx.added[0],
+    };
+    (contact, which, fx)
+}
+
+fn check_insert_kind((got, which, _): InsertRun) {
+    let want = match which {
+        Insert::Refreshed => Inserted::Refreshed,
+        Insert::Queued => Inserted::Queued,
+        Insert::Added => Inserted::Added,
+    };
+    assert_eq!(got, want, "{which:?}");
+}
+
+#[library_benchmark(setup = table_fixture, teardown = check_insert_kind)]
+#[bench::k1_refreshed(1_000, Insert::Refreshed)]
+#[bench::k1_queued(1_000, Insert::Queued)]
+#[bench::k1_added(1_000, Insert::Added)]
+#[bench::k100_refreshed(100_000, Insert::Refreshed)]
+#[bench::k100_queued(100_000, Insert::Queued)]
+#[bench::k100_added(100_000, Insert::Added)]
+fn dht_insert((contact, which, mut fx): (Contact, Insert, Box<TableFixture>)) -> InsertRun {
+    let now = fx.now;
+    (table_insert(&mut fx.table, contact, now), which, fx)
+}
+
+fn closest_fixture(known: usize) -> Box<TableFixture> {
+    Box::new(TableFixture::new(known))
+}
+
+fn check_closest((closest, _): (Vec<Contact>, Box<TableFixture>)) {
+    assert_eq!(closest.len(), fovea_control::dht::K, "k contacts");
+}
+
+#[library_benchmark(setup = closest_fixture, teardown = check_closest)]
+#[bench::k1(1_000)]
+#[bench::k100(100_000)]
+fn dht_closest(fx: Box<TableFixture>) -> (Vec<Contact>, Box<TableFixture>) {
+    (table_closest(&fx.table, &fx.targets[0]), fx)
+}
+
+library_benchmark_group!(name = control; benchmarks = dht_insert, dht_closest);
+
 main!(
     config = LibraryBenchmarkConfig::default().tool(Callgrind::with_args(["--cache-sim=no"]));
-    library_benchmark_groups = codec, fanout, trie_target, trie
+    library_benchmark_groups = codec, fanout, control
 );

@@ -20,6 +20,22 @@ pub type SubLeaf<K> = SmallVec<[(K, u64); 2]>;
 /// Arena block size for DELIVER heads.
 const HEAD_ARENA_BLOCK: usize = 64 * 1024;
 
+/// Queued bytes beyond which a connection's DELIVER heads are copied out of the shared arena.
+pub const BACKLOG_OWN_HEADS: usize = 4 * 1024;
+
+/// DELIVER heads remembered per plan for reuse by connections with the same matching ids.
+const RECENT_HEADS: usize = 4;
+
+/// Slice equality without the `memcmp` call the generic `==` on `[u64]` makes: most
+/// connections match one subscription.
+#[inline]
+fn same_ids(a: &[u64], b: &[u64]) -> bool {
+    match (a, b) {
+        ([x], [y]) => x == y,
+        _ => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y),
+    }
+}
+
 /// What the fan-out keeps per connection.
 #[derive(Default)]
 pub struct Recipient {
@@ -111,6 +127,8 @@ impl<K: Copy> FanoutPlanner<K> {
             }
         });
         let mut outcome = PlanOutcome::default();
+        let mut recent: [Option<(SmallVec<[u64; 4]>, Bytes)>; RECENT_HEADS] = Default::default();
+        let mut next_recent = 0usize;
         for &key in touched.iter() {
             let Some(rcp) = recipients.recipient(key) else { continue };
             if rcp.data_tx.bytes + tail.len() > limits.send_budget_bytes {
@@ -126,13 +144,34 @@ impl<K: Copy> FanoutPlanner<K> {
                 }
                 continue;
             }
-            let heads = &mut self.heads;
-            if heads.capacity() - heads.len() < fovea_codec::deliver_head_len_max(rcp.matched.len())
-            {
-                heads.reserve(HEAD_ARENA_BLOCK);
-            }
-            fovea_codec::encode_deliver_head(&rcp.matched, tail.len(), heads);
-            rcp.data_tx.push(heads.split().freeze());
+            // Connections whose matching ids are the same (most clients number their
+            // subscriptions from 1) get the same head bytes: share a recent one by refcount
+            // instead of encoding and splitting one per connection.
+            let head = match recent.iter().flatten().find(|(ids, _)| same_ids(ids, &rcp.matched)) {
+                Some((_, head)) => head.clone(),
+                None => {
+                    let heads = &mut self.heads;
+                    let need = fovea_codec::deliver_head_len_max(rcp.matched.len());
+                    if heads.capacity() - heads.len() < need {
+                        heads.reserve(HEAD_ARENA_BLOCK);
+                    }
+                    fovea_codec::encode_deliver_head(&rcp.matched, tail.len(), heads);
+                    let head = heads.split().freeze();
+                    recent[next_recent % RECENT_HEADS] = Some((rcp.matched.clone(), head.clone()));
+                    next_recent += 1;
+                    head
+                }
+            };
+            // A head shares its 64 KiB arena block with the heads of other connections and
+            // publishes: a connection that keeps a backlog would pin blocks far beyond what its
+            // send budget counts, so a backlogged one gets its few bytes in an allocation of
+            // its own.
+            let head = if rcp.data_tx.bytes > BACKLOG_OWN_HEADS {
+                Bytes::copy_from_slice(&head)
+            } else {
+                head
+            };
+            rcp.data_tx.push(head);
             rcp.data_tx.push(tail.clone());
             outcome.delivered += 1;
             if !rcp.dirty {
@@ -211,6 +250,50 @@ mod tests {
         let f1 = queued_frames(table.0[1].as_mut().unwrap());
         assert!(matches!(&f1[..], [Frame::Deliver(d)] if d.sub_ids.as_slice() == [7]));
         assert!(table.0[2].as_mut().unwrap().data_tx.is_empty());
+    }
+
+    #[test]
+    fn connections_with_the_same_ids_share_a_head_and_others_get_their_own() {
+        let subs = trie(&[("t", 0, 1), ("t", 1, 1), ("t", 2, 2), ("t", 3, 1), ("t.*", 3, 9)]);
+        let mut table = Table((0..4).map(|_| Some(Recipient::default())).collect());
+        let topic = Topic::from_static("t");
+        let tail = fovea_codec::encode_deliver_tail(None, &topic, b"p");
+        let mut planner = FanoutPlanner::default();
+        let (mut dirty, mut disc) = (Vec::new(), Vec::new());
+        let l = limits(1 << 20, SlowConsumerPolicy::Drop);
+        planner.plan(&subs, &topic, &tail, &mut table, l, &mut dirty, &mut disc);
+        let ids = |t: &mut Table, i: usize| match &queued_frames(t.0[i].as_mut().unwrap())[..] {
+            [Frame::Deliver(d)] => d.sub_ids.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ids(&mut table, 0), vec![1]);
+        assert_eq!(ids(&mut table, 1), vec![1]);
+        assert_eq!(ids(&mut table, 2), vec![2]);
+        assert_eq!(ids(&mut table, 3), vec![1], "t.* does not match t");
+    }
+
+    #[test]
+    fn a_backlogged_connection_does_not_pin_the_shared_head_arena() {
+        let subs = trie(&[("t", 0, 1), ("t", 1, 1), ("t", 2, 1)]);
+        let mut table = Table((0..3).map(|_| Some(Recipient::default())).collect());
+        table.0[1].as_mut().unwrap().data_tx.push(Bytes::from(vec![0u8; BACKLOG_OWN_HEADS + 1]));
+        let topic = Topic::from_static("t");
+        let tail = fovea_codec::encode_deliver_tail(None, &topic, b"p");
+        let mut planner = FanoutPlanner::default();
+        let (mut dirty, mut disc) = (Vec::new(), Vec::new());
+        let l = limits(1 << 20, SlowConsumerPolicy::Drop);
+        planner.plan(&subs, &topic, &tail, &mut table, l, &mut dirty, &mut disc);
+        let head = |t: &mut Table, i: usize| {
+            let q = &mut t.0[i].as_mut().unwrap().data_tx;
+            while q.bytes > 2 * tail.len() + 16 {
+                q.pop_front();
+            }
+            q.pop_front().unwrap()
+        };
+        let (h0, h1, h2) = (head(&mut table, 0), head(&mut table, 1), head(&mut table, 2));
+        assert_eq!(h0, h1, "same bytes");
+        assert_eq!(h0.as_ptr(), h2.as_ptr(), "connections with the same ids share one head");
+        assert_ne!(h0.as_ptr(), h1.as_ptr(), "the backlogged connection has its own copy");
     }
 
     #[test]
