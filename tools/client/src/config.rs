@@ -64,6 +64,11 @@ pub struct ClientConfig {
     pub verify: Verify,
     /// QUIC idle timeout; the node answers keep-alive traffic, so this only ends dead paths.
     pub idle_timeout: Duration,
+    /// After this long without sending, the client sends an ack-eliciting packet (a QUIC
+    /// PING). A client that only receives otherwise sends nothing once its path breaks (a NAT
+    /// rebinding drops the node's packets at the old address), and the node learns its new
+    /// address only from the client's next packet. `None`: never.
+    pub keepalive: Option<Duration>,
     /// Receive window of the node's data stream. The protocol asks for at least the node's
     /// `max_frame_len` (about 1 MiB), so one DELIVER never waits for a window update.
     pub stream_window_bytes: u64,
@@ -83,6 +88,7 @@ impl Default for ClientConfig {
             hello_flags: 0,
             verify: Verify::System,
             idle_timeout: Duration::from_secs(30),
+            keepalive: Some(Duration::from_secs(5)),
             stream_window_bytes: 4 << 20,
             connection_window_bytes: 8 << 20,
             limits: Limits::default(),

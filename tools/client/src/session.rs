@@ -136,6 +136,9 @@ pub struct ClientSession {
     decode_failed: bool,
     close: Option<Close>,
     close_reported: bool,
+    keepalive: Option<Duration>,
+    /// When the last datagram was produced (for the keep-alive).
+    last_sent: std::time::Instant,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -222,6 +225,8 @@ impl ClientSession {
             decode_failed: false,
             close: None,
             close_reported: false,
+            keepalive: config.keepalive,
+            last_sent: std::time::Instant::now(),
         })
     }
 
@@ -243,6 +248,15 @@ impl ClientSession {
     /// [`Self::timeout`] has elapsed; calling early is harmless.
     pub fn on_timeout(&mut self) {
         self.conn.on_timeout();
+        if let Some(every) = self.keepalive {
+            // quiche reads the clock itself for its timers; the keep-alive follows suit.
+            if self.conn.is_established() && self.last_sent.elapsed() >= every {
+                let _ = self.conn.send_ack_eliciting();
+                // Counted as sent even if congestion control holds the PING back, so a broken
+                // path does not make the timer fire again at once.
+                self.last_sent = std::time::Instant::now();
+            }
+        }
         self.update_close();
     }
 
@@ -307,13 +321,23 @@ impl ClientSession {
         // Err(Done): nothing to send. Other errors close the connection inside quiche, and
         // update_close picks that up.
         let sent = self.conn.send(out).ok();
+        if sent.is_some() {
+            self.last_sent = std::time::Instant::now();
+        }
         self.update_close();
         sent
     }
 
-    /// Time until [`Self::on_timeout`] is due, `None` once the connection is closed.
+    /// Time until [`Self::on_timeout`] is due (quiche's timers or the keep-alive), `None` once
+    /// the connection is closed.
     pub fn timeout(&self) -> Option<Duration> {
-        self.conn.timeout()
+        let quic = self.conn.timeout()?;
+        match self.keepalive {
+            Some(every) if self.conn.is_established() => {
+                Some(quic.min(every.saturating_sub(self.last_sent.elapsed())))
+            }
+            _ => Some(quic),
+        }
     }
 
     /// The next event: WELCOME and session-stream frames first, then the node's data stream,

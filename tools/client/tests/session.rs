@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use fovea_client::codec::frame::{self, Frame};
 use fovea_client::codec::{ErrorCode, Realm, Topic};
@@ -322,4 +324,34 @@ fn a_missing_ca_file_is_a_configuration_error() {
         matches!(err, ClientError::Config(ref m) if m.contains("/nonexistent/fovea-ca.pem")),
         "{err}"
     );
+}
+
+#[test]
+fn an_idle_session_sends_a_keep_alive_once_the_interval_passes() {
+    let identity = Identity::generate();
+    let every = Duration::from_millis(30);
+    let config = ClientConfig { keepalive: Some(every), ..insecure() };
+    let mut pipe = Pipe::new(&config, &identity, 1 << 20);
+    pipe.events();
+    let mut buf = [0u8; 1500];
+    assert!(pipe.client.poll_transmit(&mut buf).is_none(), "quiet after the handshake");
+    let timeout = pipe.client.timeout().expect("a timer is armed");
+    assert!(timeout <= every, "the keep-alive bounds the timer: {timeout:?}");
+    // The timer is what is under test: wait for it (bounded), as a driver would.
+    let due = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < due {
+        std::hint::spin_loop();
+    }
+    pipe.client.on_timeout();
+    let (n, to) = pipe.client.poll_transmit(&mut buf).expect("a keep-alive packet");
+    assert_eq!(to, pipe.node_addr);
+    let acked_before = pipe.node.conn.stats().recv;
+    pipe.node.recv(&mut buf[..n], pipe.client_addr, pipe.node_addr);
+    assert_eq!(pipe.node.conn.stats().recv, acked_before + 1, "the node took the packet");
+    assert!(pipe.client.timeout().unwrap() > Duration::ZERO, "no second keep-alive at once");
+
+    let config = ClientConfig { keepalive: None, ..insecure() };
+    let mut pipe = Pipe::new(&config, &identity, 1 << 20);
+    pipe.events();
+    assert!(pipe.client.timeout().is_none_or(|t| t > every), "no keep-alive when off");
 }
