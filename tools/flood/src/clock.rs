@@ -59,6 +59,24 @@ pub fn poll_fd(fd: RawFd, writable: bool, wait: Duration) -> bool {
     unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) > 0 }
 }
 
+/// Like `poll_fd` over several sockets, each `(fd, writable)`. True when one became ready.
+pub fn poll_fds(fds: &[(RawFd, bool)], wait: Duration) -> bool {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, w)| libc::pollfd {
+            fd,
+            events: if w { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN },
+            revents: 0,
+        })
+        .collect();
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `pfds` holds `pfds.len()` valid entries and `ts` is valid for the call.
+    unsafe { libc::ppoll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, &ts, std::ptr::null()) > 0 }
+}
+
 /// Longest spin before a deadline.
 const SPIN_MAX: Duration = Duration::from_micros(200);
 

@@ -88,6 +88,10 @@ pub struct Conn {
     pub urgent: bool,
     /// True once we asked to close it (a close is then expected, not an error).
     pub closing: bool,
+    /// Index of the node (and socket) it is connected to.
+    pub node: usize,
+    /// Retries before this connection attempt (0: the first).
+    pub attempt: u32,
 }
 
 impl Conn {
@@ -106,6 +110,8 @@ impl Conn {
             dirty: true,
             urgent: false,
             closing: false,
+            node: 0,
+            attempt: 0,
         }
     }
 

@@ -5,7 +5,8 @@
 //! produced once per loop turn for the connections that need it (`dirty`) into one batch; quiche
 //! timers sit in a heap. The endpoint does the session work common to every scenario: HELLO
 //! after the handshake, WELCOME, answering the node's PINGs; other frames go to the scenario as
-//! events.
+//! events. With several nodes (`--node A,B`) it holds one connected socket per node and
+//! reconnects failed connections to the next one (`failover`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -19,8 +20,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use fovea_codec::frame::{self, types, Frame, FLAG_MESSAGE_ID};
 use fovea_codec::{decode_frame, peek_header, varint, DecodeError, Limits, Realm};
 
-use crate::clock::{poll_fd, Epoch, Waker};
+use crate::clock::{poll_fd, poll_fds, Epoch, Waker};
 use crate::conn::{quic_config, Conn, Phase, Tls, SESSION_STREAM};
+use crate::failover::{self, Reconnect};
 use crate::payload::Stamp;
 use crate::udp::{self, RecvBatch, SendBatch};
 use crate::wire::{self, Answer};
@@ -87,7 +89,7 @@ pub enum Event {
         /// The frame.
         frame: Frame,
     },
-    /// The connection ended (and is gone from the endpoint).
+    /// The connection ended (and is gone from the endpoint, unless `reconnecting`).
     Closed {
         /// Connection.
         conn: u32,
@@ -95,6 +97,9 @@ pub enum Event {
         reason: String,
         /// We had asked it to close.
         expected: bool,
+        /// It lost its session and is being opened again (on the next node): a new WELCOME
+        /// for the same connection id follows unless the attempts run out.
+        reconnecting: bool,
     },
 }
 
@@ -134,12 +139,38 @@ fn dcid(d: &[u8]) -> Option<u128> {
     Some(u128::from_ne_bytes(cid.try_into().ok()?))
 }
 
-/// One thread's connections and socket.
-pub struct Endpoint {
+/// A socket connected to one node, and the batch of packets waiting to leave on it.
+struct Sock {
     socket: monoio::net::udp::UdpSocket,
     fd: RawFd,
     node: SocketAddr,
     local: SocketAddr,
+    tx: SendBatch,
+    blocked: bool,
+}
+
+impl Sock {
+    fn new(node: SocketAddr) -> io::Result<Sock> {
+        let std_socket = udp::connect(node)?;
+        let local = std_socket.local_addr()?;
+        let fd = std_socket.as_raw_fd();
+        let gso = udp::gso_supported(fd);
+        let socket = monoio::net::udp::UdpSocket::from_std(std_socket)?;
+        Ok(Sock { socket, fd, node, local, tx: SendBatch::new(gso), blocked: false })
+    }
+}
+
+/// One thread's connections and sockets (one per node).
+pub struct Endpoint {
+    socks: Vec<Sock>,
+    /// The socket the receive batch was read from.
+    rx_sock: usize,
+    policy: Reconnect,
+    /// Connections waiting to be opened again: when, and on which node with which attempt.
+    reopen: BinaryHeap<Reverse<(Instant, u32)>>,
+    reopen_to: HashMap<u32, (usize, u32)>,
+    /// Deadlines of connection attempts to get their session: (when, connection, attempt).
+    attempt_deadlines: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     config: quiche::Config,
     conns: Vec<Option<Conn>>,
     by_cid: CidMap,
@@ -149,8 +180,6 @@ pub struct Endpoint {
     /// Connections with anything else to do (ACKs, timers, handshakes).
     dirty: Vec<u32>,
     rx: RecvBatch,
-    tx: SendBatch,
-    blocked: bool,
     events: Vec<Event>,
     limits: Limits,
     realm: Realm,
@@ -165,20 +194,28 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// A socket connected to `node`, registered with the current monoio runtime.
-    pub fn new(node: SocketAddr, tls: &Tls, realm: Realm, epoch: Epoch) -> io::Result<Endpoint> {
-        let std_socket = udp::connect(node)?;
-        let local = std_socket.local_addr()?;
-        let fd = std_socket.as_raw_fd();
-        let gso = udp::gso_supported(fd);
+    /// A socket connected to each of `nodes` (at least one), registered with the current
+    /// monoio runtime; failed connections are opened again as `policy` says.
+    pub fn new(
+        nodes: &[SocketAddr],
+        policy: Reconnect,
+        tls: &Tls,
+        realm: Realm,
+        epoch: Epoch,
+    ) -> io::Result<Endpoint> {
+        let socks = nodes.iter().map(|&n| Sock::new(n)).collect::<io::Result<Vec<_>>>()?;
+        if socks.is_empty() {
+            return Err(io::Error::other("no node address"));
+        }
         let config =
             quic_config(tls).map_err(|e| io::Error::other(format!("QUIC configuration: {e}")))?;
-        let socket = monoio::net::udp::UdpSocket::from_std(std_socket)?;
         Ok(Endpoint {
-            socket,
-            fd,
-            node,
-            local,
+            socks,
+            rx_sock: 0,
+            policy,
+            reopen: BinaryHeap::new(),
+            reopen_to: HashMap::new(),
+            attempt_deadlines: BinaryHeap::new(),
             config,
             conns: Vec::new(),
             by_cid: CidMap::default(),
@@ -186,8 +223,6 @@ impl Endpoint {
             urgent: Vec::new(),
             dirty: Vec::new(),
             rx: RecvBatch::new(),
-            tx: SendBatch::new(gso),
-            blocked: false,
             events: Vec::new(),
             limits: Limits::default(),
             realm,
@@ -200,9 +235,9 @@ impl Endpoint {
         })
     }
 
-    /// Our socket's address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// Our sockets' addresses (one per node).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.socks.iter().map(|s| s.local).collect()
     }
 
     /// Connections not closed yet.
@@ -210,21 +245,83 @@ impl Endpoint {
         self.live
     }
 
-    /// Starts a new connection; the handshake and HELLO follow by themselves.
+    /// Starts a new connection (to the first node); the handshake and HELLO follow by
+    /// themselves.
     pub fn open(&mut self, now: Instant) -> io::Result<u32> {
+        let id = self.conns.len() as u32;
+        self.conns.push(None);
+        self.connect(id, 0, 0, now)?;
+        Ok(id)
+    }
+
+    /// Opens connection `id` on node `node` (its `attempt`-th retry).
+    fn connect(&mut self, id: u32, node: usize, attempt: u32, now: Instant) -> io::Result<()> {
         let mut cid = [0u8; CID_LEN];
         boring::rand::rand_bytes(&mut cid).map_err(io::Error::other)?;
         let key = u128::from_ne_bytes(cid);
         let scid = quiche::ConnectionId::from_ref(&cid);
+        let sock = &self.socks[node];
         let quic =
-            quiche::connect(Some("localhost"), &scid, self.local, self.node, &mut self.config)
+            quiche::connect(Some("localhost"), &scid, sock.local, sock.node, &mut self.config)
                 .map_err(|e| io::Error::other(format!("quiche connect: {e}")))?;
-        let id = self.conns.len() as u32;
-        self.conns.push(Some(Conn::new(quic, key, now)));
+        let mut c = Conn::new(quic, key, now);
+        c.node = node;
+        c.attempt = attempt;
+        self.conns[id as usize] = Some(c);
         self.by_cid.insert(key, id);
         self.dirty.push(id);
         self.live += 1;
-        Ok(id)
+        if self.policy.enabled() {
+            let at = now + self.policy.attempt_timeout;
+            self.attempt_deadlines.push(Reverse((at, id, attempt)));
+        }
+        Ok(())
+    }
+
+    /// Connection `id` ended (already removed from quiche's view or not): opens it again on the
+    /// next node after a backoff if the policy allows and we did not ask for the close;
+    /// otherwise reports it closed.
+    fn ended(&mut self, id: u32, reason: String, now: Instant) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(Option::take) else { return };
+        self.by_cid.remove(&c.scid);
+        self.live -= 1;
+        let expected = c.closing;
+        let had_session = c.phase == Phase::Session;
+        // A session reached resets the count: each loss of a session gets every attempt.
+        let attempt = if had_session { 1 } else { c.attempt + 1 };
+        if !expected && self.policy.enabled() && attempt <= self.policy.attempts {
+            let node = failover::next_node(c.node, self.socks.len());
+            let at = now + self.policy.backoff(attempt, rand::random::<f64>());
+            self.reopen.push(Reverse((at, id)));
+            self.reopen_to.insert(id, (node, attempt));
+            if had_session {
+                self.events.push(Event::Closed { conn: id, reason, expected, reconnecting: true });
+            }
+            return;
+        }
+        let reason = if c.attempt > 0 {
+            format!("{reason} (after {} attempts on {} node(s))", c.attempt + 1, self.socks.len())
+        } else {
+            reason
+        };
+        self.events.push(Event::Closed { conn: id, reason, expected, reconnecting: false });
+    }
+
+    /// A socket failed: refused (nothing listens on that node) ends its connections, which the
+    /// policy may move to the next node; without reconnecting, or for other errors, the thread
+    /// fails as before.
+    fn sock_failed(&mut self, sock: usize, e: io::Error, now: Instant) -> io::Result<()> {
+        if !(self.policy.enabled() && e.raw_os_error() == Some(libc::ECONNREFUSED)) {
+            return Err(e);
+        }
+        let node = self.socks[sock].node;
+        let ids: Vec<u32> = (0..self.conns.len() as u32)
+            .filter(|&id| self.conns[id as usize].as_ref().is_some_and(|c| c.node == sock))
+            .collect();
+        for id in ids {
+            self.ended(id, format!("connection refused by {node}"), now);
+        }
+        Ok(())
     }
 
     /// The connection, while it is open.
@@ -245,8 +342,10 @@ impl Endpoint {
         self.conn_urgent(id).map(|c| &mut c.data_tx)
     }
 
-    /// Closes the connection (NO_ERROR); its `Closed` event says `expected`.
+    /// Closes the connection (NO_ERROR); its `Closed` event says `expected`. A connection
+    /// waiting to be opened again is dropped without an event.
     pub fn close(&mut self, id: u32) {
+        self.reopen_to.remove(&id);
         if let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) {
             c.closing = true;
             let _ = c.quic.close(true, 0, b"done");
@@ -291,13 +390,27 @@ impl Endpoint {
         let now = Instant::now();
         self.realtime_offset = udp::realtime_ns() as i128 - self.epoch.ns(now) as i128;
         let mut packets = 0;
+        let mut emptied = 0;
         loop {
             if !self.rx.has_pending() {
-                let n = self.rx.recv(self.fd)?;
+                let n = match self.rx.recv(self.socks[self.rx_sock].fd) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.sock_failed(self.rx_sock, e, now)?;
+                        0
+                    }
+                };
                 if n == 0 {
-                    return Ok(false);
+                    // This socket is empty: on to the next, until all are.
+                    emptied += 1;
+                    if emptied >= self.socks.len() {
+                        return Ok(false);
+                    }
+                    self.rx_sock = (self.rx_sock + 1) % self.socks.len();
+                    continue;
                 }
             }
+            let (from, to) = (self.socks[self.rx_sock].node, self.socks[self.rx_sock].local);
             while let Some(i) = self.rx.next_index() {
                 let Some((buf, stamp, segment)) = self.rx.get(i) else { continue };
                 let at_ns = match stamp {
@@ -313,7 +426,7 @@ impl Endpoint {
                         continue;
                     };
                     let Some(c) = self.conns[id as usize].as_mut() else { continue };
-                    let info = quiche::RecvInfo { from: self.node, to: self.local };
+                    let info = quiche::RecvInfo { from, to };
                     // A fatal error closes the connection inside quiche; the flush reports it.
                     let _ = c.quic.recv(d, info);
                     if !c.dirty {
@@ -336,8 +449,38 @@ impl Endpoint {
         }
     }
 
-    /// Fires the quiche timers that are due.
+    /// Fires the quiche timers that are due, fails connection attempts that had no session in
+    /// time, and opens again the connections whose backoff has passed.
     pub fn on_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((t, id, attempt))) = self.attempt_deadlines.peek() {
+            if t > now {
+                break;
+            }
+            self.attempt_deadlines.pop();
+            let Some(c) = self.conns.get(id as usize).and_then(Option::as_ref) else { continue };
+            if c.attempt == attempt && c.phase != Phase::Session && !c.closing {
+                let node = self.socks[c.node].node;
+                let secs = self.policy.attempt_timeout.as_secs_f64();
+                self.ended(id, format!("no session from {node} within {secs:.1} s"), now);
+            }
+        }
+        while let Some(&Reverse((t, id))) = self.reopen.peek() {
+            if t > now {
+                break;
+            }
+            self.reopen.pop();
+            if let Some((node, attempt)) = self.reopen_to.remove(&id) {
+                if let Err(e) = self.connect(id, node, attempt, now) {
+                    let reason = format!("cannot open a connection: {e}");
+                    self.events.push(Event::Closed {
+                        conn: id,
+                        reason,
+                        expected: false,
+                        reconnecting: false,
+                    });
+                }
+            }
+        }
         while let Some(&Reverse((t, id))) = self.timers.peek() {
             if t > now {
                 break;
@@ -362,7 +505,10 @@ impl Endpoint {
 
     /// When the next timer is due (possibly early: stale entries are skipped when they fire).
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let quic = self.timers.peek().map(|Reverse((t, _))| *t);
+        let reopen = self.reopen.peek().map(|Reverse((t, _))| *t);
+        let attempt = self.attempt_deadlines.peek().map(|Reverse((t, ..))| *t);
+        [quic, reopen, attempt].into_iter().flatten().min()
     }
 
     /// Produces every pending packet of the connections that need it (latency-sensitive ones
@@ -391,8 +537,14 @@ impl Endpoint {
         }
         self.urgent = recycle(urgent, std::mem::take(&mut self.urgent));
         self.dirty = recycle(dirty, std::mem::take(&mut self.dirty));
-        if !self.tx.is_empty() {
-            self.blocked = self.tx.flush(self.fd)?.blocked;
+        for k in 0..self.socks.len() {
+            let sock = &mut self.socks[k];
+            if !sock.tx.is_empty() {
+                match sock.tx.flush(sock.fd) {
+                    Ok(f) => sock.blocked = f.blocked,
+                    Err(e) => self.sock_failed(k, e, now)?,
+                }
+            }
         }
         Ok(())
     }
@@ -403,30 +555,34 @@ impl Endpoint {
         c.dirty = false;
         c.urgent = false;
         c.push_pending();
+        let k = c.node;
         loop {
-            if self.tx.is_full() {
-                self.blocked = self.tx.flush(self.fd)?.blocked;
-                if self.blocked {
+            let sock = &mut self.socks[k];
+            if sock.tx.is_full() {
+                match sock.tx.flush(sock.fd) {
+                    Ok(f) => sock.blocked = f.blocked,
+                    Err(e) => {
+                        self.sock_failed(k, e, now)?;
+                        return Ok(false);
+                    }
+                }
+                if self.socks[k].blocked {
                     return Ok(true);
                 }
             }
-            match c.quic.send(self.tx.slot()) {
-                Ok((n, _)) => self.tx.commit(n),
+            let sock = &mut self.socks[k];
+            match c.quic.send(sock.tx.slot()) {
+                Ok((n, _)) => sock.tx.commit(n),
                 Err(_) => {
                     // Done, or a local error that closed the connection (reported below).
-                    self.tx.commit(0);
+                    sock.tx.commit(0);
                     break;
                 }
             }
         }
         if c.quic.is_closed() {
             let reason = c.close_reason();
-            let expected = c.closing;
-            c.phase = Phase::Closed;
-            self.by_cid.remove(&c.scid);
-            self.conns[id as usize] = None;
-            self.live -= 1;
-            self.events.push(Event::Closed { conn: id, reason, expected });
+            self.ended(id, reason, now);
             return Ok(false);
         }
         if let Some(t) = c.quic.timeout_instant() {
@@ -449,24 +605,32 @@ impl Endpoint {
         if wait.is_zero() {
             return;
         }
+        if self.socks.len() > 1 {
+            // Several sockets: one nanosecond poll over all of them (the thread has nothing
+            // else to run meanwhile); multi-node runs trade the spin for simplicity.
+            let fds: Vec<(RawFd, bool)> = self.socks.iter().map(|s| (s.fd, s.blocked)).collect();
+            poll_fds(&fds, wait);
+            return;
+        }
+        let sock = &self.socks[0];
         if wait < FINE_WAIT {
             if precise {
-                self.waker.wait_until(self.fd, self.blocked, now + wait);
+                self.waker.wait_until(sock.fd, sock.blocked, now + wait);
             } else {
-                poll_fd(self.fd, self.blocked, wait);
+                poll_fd(sock.fd, sock.blocked, wait);
             }
             return;
         }
         let coarse = wait - Duration::from_millis(1);
-        if self.blocked {
+        if sock.blocked {
             monoio::select! {
-                _ = self.socket.readable(false) => {},
-                _ = self.socket.writable(false) => {},
+                _ = sock.socket.readable(false) => {},
+                _ = sock.socket.writable(false) => {},
                 _ = monoio::time::sleep(coarse) => {},
             }
         } else {
             monoio::select! {
-                _ = self.socket.readable(false) => {},
+                _ = sock.socket.readable(false) => {},
                 _ = monoio::time::sleep(coarse) => {},
             }
         }

@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod conn;
 pub mod endpoint;
+pub mod failover;
 pub mod params;
 pub mod payload;
 pub mod progress;

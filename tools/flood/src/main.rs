@@ -19,9 +19,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-    /// Node QUIC address.
+    /// Node QUIC address; several (comma-separated or repeated) are tried in order: every
+    /// connection starts on the first, and one that fails moves to the next after a backoff.
     #[arg(long, global = true, default_value = "127.0.0.1:4433")]
-    node: String,
+    node: Vec<String>,
+    /// Attempts a failed connection gets, each on the next node (default: 5 with several
+    /// nodes, 0 with one: a failure is final).
+    #[arg(long, global = true)]
+    reconnect_attempts: Option<u32>,
     /// Do not verify the node's certificate (needed for a node's self-signed certificate).
     #[arg(long, global = true)]
     insecure: bool,
@@ -192,7 +197,13 @@ fn arrivals(poisson: bool) -> Arrivals {
 }
 
 fn common(cli: &Cli) -> Result<Common, FloodError> {
-    let mut c = Common::new(params::resolve(&cli.node)?);
+    let nodes = params::resolve_all(&cli.node)?;
+    let mut c = Common::new(nodes[0]);
+    c.reconnect_attempts = cli.reconnect_attempts.unwrap_or(0);
+    let mut c = c.with_nodes(nodes);
+    if let Some(n) = cli.reconnect_attempts {
+        c.reconnect_attempts = n;
+    }
     c.tls = Tls { insecure: cli.insecure, ca: cli.ca.clone() };
     c.realm = cli
         .realm

@@ -10,9 +10,13 @@ use fovea_codec::{Name, Pattern, Realm, Topic};
 use serde::Serialize;
 
 use crate::conn::Tls;
+use crate::failover::{Reconnect, ATTEMPTS_MAX};
 use crate::payload::HEADER_LEN;
 use crate::schedule::Arrivals;
 
+/// Attempts a failed connection gets when several nodes are given and `--reconnect-attempts`
+/// is not.
+pub const DEFAULT_ATTEMPTS: u32 = 5;
 /// Most connections one run opens (the node's default `max_peers` is 20,000).
 pub const CONNECTIONS_MAX: usize = 50_000;
 /// Most worker threads.
@@ -45,11 +49,36 @@ pub fn resolve(node: &str) -> Result<SocketAddr, UsageError> {
     addrs.next().ok_or_else(|| UsageError(format!("node address {node:?} resolves to nothing")))
 }
 
+/// Resolves a list of `host:port` addresses (each entry may itself be comma-separated).
+pub fn resolve_all(nodes: &[String]) -> Result<Vec<SocketAddr>, UsageError> {
+    let list: Vec<SocketAddr> = nodes
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(resolve)
+        .collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return usage("give at least one --node address");
+    }
+    if list.len() > NODES_MAX {
+        return usage(format!("at most {NODES_MAX} --node addresses"));
+    }
+    Ok(list)
+}
+
+/// Most node addresses per run.
+pub const NODES_MAX: usize = 16;
+
 /// Parameters every scenario has.
 #[derive(Debug, Clone, Serialize)]
 pub struct Common {
-    /// The node's QUIC address.
+    /// The first node's QUIC address (every connection starts there).
     pub node: SocketAddr,
+    /// All node addresses, in the order failed connections move through them.
+    pub nodes: Vec<SocketAddr>,
+    /// Attempts a failed connection gets (on the next node each time); 0: a failure is final.
+    pub reconnect_attempts: u32,
     /// Certificate checking.
     #[serde(skip)]
     pub tls: Tls,
@@ -84,6 +113,8 @@ impl Common {
     pub fn new(node: SocketAddr) -> Common {
         Common {
             node,
+            nodes: vec![node],
+            reconnect_attempts: 0,
             tls: Tls { insecure: true, ca: None },
             realm: "default".parse().expect("valid realm"),
             threads: 1,
@@ -115,10 +146,34 @@ impl Common {
         if self.connect_timeout_s <= 0.0 {
             return usage("--connect-timeout must be positive");
         }
+        if self.nodes.is_empty() || self.nodes.len() > NODES_MAX {
+            return usage(format!("give 1..={NODES_MAX} --node addresses"));
+        }
+        if self.reconnect_attempts > ATTEMPTS_MAX {
+            return usage(format!("--reconnect-attempts must be 0..={ATTEMPTS_MAX}"));
+        }
         if self.tls.insecure && self.tls.ca.is_some() {
             return usage("--insecure and --ca exclude each other");
         }
         Ok(())
+    }
+
+    /// Uses `nodes` (the first is where connections start); several nodes turn reconnecting
+    /// on with `DEFAULT_ATTEMPTS` unless `reconnect_attempts` was set.
+    pub fn with_nodes(mut self, nodes: Vec<SocketAddr>) -> Common {
+        self.node = nodes[0];
+        if nodes.len() > 1 && self.reconnect_attempts == 0 {
+            self.reconnect_attempts = DEFAULT_ATTEMPTS;
+        }
+        self.nodes = nodes;
+        self
+    }
+
+    /// The reconnect policy: an attempt gets half the connect timeout (at most 3 s) to reach
+    /// its session, so a silent first node leaves time for the next.
+    pub fn reconnect(&self) -> Reconnect {
+        let attempt = (self.connect_timeout_s / 2.0).clamp(0.2, 3.0);
+        Reconnect::with_attempts(self.reconnect_attempts, Duration::from_secs_f64(attempt))
     }
 
     /// Measured duration.
@@ -416,6 +471,12 @@ mod tests {
         f.rate = 0.0;
         assert!(f.validate().is_err());
         assert!(resolve("nonsense").is_err());
+        let two = resolve_all(&["127.0.0.1:1,127.0.0.1:2".into(), "127.0.0.1:3".into()]).unwrap();
+        assert_eq!(two.iter().map(|a| a.port()).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(resolve_all(&[",".into()]).is_err());
+        let c = Common::new(two[0]).with_nodes(two);
+        assert_eq!((c.nodes.len(), c.reconnect_attempts), (3, DEFAULT_ATTEMPTS));
+        assert!(c.reconnect().enabled() && !Common::new(c.node).reconnect().enabled());
         assert_eq!(resolve("127.0.0.1:9").unwrap().port(), 9);
     }
 

@@ -124,7 +124,8 @@ pub fn execute<S: Scenario + Send + 'static>(
     let shared = Arc::new(Shared::new(epoch, threads, spec.publishers));
     let (tx, rx) = mpsc::channel();
     let target = Target {
-        node: common.node,
+        nodes: common.nodes.clone(),
+        reconnect: common.reconnect(),
         tls: common.tls.clone(),
         realm: common.realm.clone(),
         force_legacy: spec.force_legacy,

@@ -206,8 +206,10 @@ pub trait Scenario {
 /// Where and how a thread connects.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The node.
-    pub node: SocketAddr,
+    /// The nodes, in the order connections try them (the first for every new connection).
+    pub nodes: Vec<SocketAddr>,
+    /// How failed connections are opened again.
+    pub reconnect: crate::failover::Reconnect,
     /// Certificate checking.
     pub tls: Tls,
     /// HELLO realm.
@@ -294,9 +296,10 @@ fn socket_error(e: std::io::Error, node: SocketAddr) -> String {
 }
 
 async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Tally, String> {
-    let node = target.node;
-    let mut ep = Endpoint::new(node, &target.tls, target.realm, ctx.shared.epoch)
-        .map_err(|e| socket_error(e, node))?;
+    let node = target.nodes[0];
+    let mut ep =
+        Endpoint::new(&target.nodes, target.reconnect, &target.tls, target.realm, ctx.shared.epoch)
+            .map_err(|e| socket_error(e, node))?;
     s.start(&mut ep, &mut ctx, Instant::now())?;
     // The scenario's next deadline: reading stops between batches once it has passed, so a
     // burst of arrivals does not make a due send late by more than a batch.
@@ -328,6 +331,8 @@ async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Ta
     let mut tally = s.finish(&mut ep, &mut ctx);
     close_all(&mut ep).await;
     tally.stray_datagrams += ep.stray;
-    tally.socket_drops += crate::udp::kernel_drops(ep.local_addr()).unwrap_or(0);
+    for local in ep.local_addrs() {
+        tally.socket_drops += crate::udp::kernel_drops(local).unwrap_or(0);
+    }
     Ok(tally)
 }

@@ -527,12 +527,19 @@ impl Scenario for ChurnThread {
                     self.open_more(ep, Instant::now())?;
                 }
             }
-            Event::Closed { reason, expected, .. } => {
+            Event::Closed { conn, reason, expected, reconnecting } => {
+                if reconnecting {
+                    // The same connection id comes back with a new session: subscribe anew.
+                    if let Some(Role::Subscriber(s)) = self.role(conn) {
+                        self.subs[s].reset_connection(conn, self.plan.params.publishers);
+                    }
+                }
                 if !expected {
-                    if self.phase == Phase::Setup {
+                    if self.phase != Phase::Setup {
+                        self.tally.error(reason);
+                    } else if !reconnecting {
                         return Err(format!("a connection failed: {reason}"));
                     }
-                    self.tally.error(reason);
                 }
             }
         }

@@ -142,7 +142,7 @@ impl Scenario for ConnectThread {
                     record(&mut self.interval, at_ns.saturating_sub(intended));
                 }
             }
-            Event::Closed { conn, reason, expected } => {
+            Event::Closed { conn, reason, expected, .. } => {
                 self.settle(conn);
                 if !expected {
                     self.tally.error(reason);

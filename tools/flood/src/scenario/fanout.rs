@@ -308,12 +308,13 @@ impl Scenario for FanoutThread {
                     self.open_more(ep, Instant::now())?;
                 }
             }
-            Event::Closed { reason, expected, .. } => {
+            Event::Closed { reason, expected, reconnecting, .. } => {
                 if !expected {
-                    if self.phase == Phase::Setup {
+                    if self.phase != Phase::Setup {
+                        self.tally.error(reason);
+                    } else if !reconnecting {
                         return Err(format!("a connection failed: {reason}"));
                     }
-                    self.tally.error(reason);
                 }
             }
         }

@@ -172,12 +172,13 @@ impl Scenario for PingpongThread {
             | Event::Delivery { .. }
             | Event::Invoke { .. }
             | Event::Reply { .. } => {}
-            Event::Closed { reason, expected, .. } => {
+            Event::Closed { reason, expected, reconnecting, .. } => {
                 if !expected {
-                    if self.phase == Phase::Setup {
+                    if self.phase != Phase::Setup {
+                        self.tally.error(reason);
+                    } else if !reconnecting {
                         return Err(format!("a connection failed: {reason}"));
                     }
-                    self.tally.error(reason);
                 }
             }
         }
