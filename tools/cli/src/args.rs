@@ -23,9 +23,16 @@ certificate not trusted); 3 `sub --count N` ended by --duration before N deliver
     after_help = EXIT_CODES
 )]
 pub(crate) struct Cli {
-    /// The node's QUIC address, ADDRESS:PORT or HOST:PORT.
-    #[arg(long, global = true, default_value = "127.0.0.1:4433", env = "FOVEA_NODE")]
-    pub(crate) node: String,
+    /// The node's QUIC address, ADDRESS:PORT or HOST:PORT; several (comma-separated or
+    /// repeated) are tried in order, with a short backoff, until one gives a session.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:4433",
+        env = "FOVEA_NODE",
+        value_delimiter = ','
+    )]
+    pub(crate) node: Vec<String>,
     /// Realm to join.
     #[arg(long, global = true, default_value = "default")]
     pub(crate) realm: String,
@@ -161,13 +168,25 @@ pub(crate) fn resolve(flag: &str, s: &str) -> Result<SocketAddr, Usage> {
 }
 
 impl Cli {
-    /// The node's address.
-    pub(crate) fn node_addr(&self) -> Result<SocketAddr, Usage> {
-        resolve("--node", &self.node)
+    /// The nodes' addresses, in the order to try them, each with the string it came from
+    /// (for the TLS server name). All are checked before anything connects.
+    pub(crate) fn node_addrs(&self) -> Result<Vec<(String, SocketAddr)>, Usage> {
+        let nodes: Vec<&str> =
+            self.node.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).collect();
+        if nodes.is_empty() {
+            return Err(Usage("--node needs an ADDRESS:PORT or HOST:PORT address".into()));
+        }
+        nodes.into_iter().map(|n| Ok((n.to_owned(), resolve("--node", n)?))).collect()
     }
 
-    /// Client options from the global flags.
+    /// Client options from the global flags, for the first node.
+    #[cfg(test)]
     pub(crate) fn connect_options(&self) -> Result<ConnectOptions, Usage> {
+        self.connect_options_for(&self.node[0])
+    }
+
+    /// Client options from the global flags, for connecting to `node`.
+    pub(crate) fn connect_options_for(&self, node: &str) -> Result<ConnectOptions, Usage> {
         let realm: Realm = self
             .realm
             .parse()
@@ -182,20 +201,20 @@ impl Cli {
             (None, false) => Verify::System,
         };
         options.server_name =
-            Some(self.server_name.clone().unwrap_or_else(|| self.default_server_name()));
+            Some(self.server_name.clone().unwrap_or_else(|| default_server_name(node)));
         Ok(options)
     }
+}
 
-    /// The host part of --node when it is a name, else `localhost` (what the node's
-    /// self-signed certificate names).
-    fn default_server_name(&self) -> String {
-        if self.node.parse::<SocketAddr>().is_ok() {
-            return "localhost".to_owned();
-        }
-        match self.node.rsplit_once(':') {
-            Some((host, _)) if !host.is_empty() => host.to_owned(),
-            _ => "localhost".to_owned(),
-        }
+/// The host part of a --node address when it is a name, else `localhost` (what the node's
+/// self-signed certificate names).
+fn default_server_name(node: &str) -> String {
+    if node.parse::<SocketAddr>().is_ok() {
+        return "localhost".to_owned();
+    }
+    match node.rsplit_once(':') {
+        Some((host, _)) if !host.is_empty() => host.to_owned(),
+        _ => "localhost".to_owned(),
     }
 }
 
@@ -236,8 +255,11 @@ mod tests {
     #[test]
     fn the_server_name_follows_a_host_name() {
         let cli = |node: &str| Cli::try_parse_from(["fovea-cli", "--node", node, "ping"]).unwrap();
-        assert_eq!(cli("127.0.0.1:4433").default_server_name(), "localhost");
-        assert_eq!(cli("node.example:4433").default_server_name(), "node.example");
+        assert_eq!(default_server_name("node.example:4433"), "node.example");
+        assert_eq!(default_server_name("127.0.0.1:4433"), "localhost");
+        let list = cli("127.0.0.1:1,127.0.0.1:2").node_addrs().unwrap();
+        assert_eq!(list.iter().map(|(_, a)| a.port()).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(cli("127.0.0.1:1,nonsense").node_addrs().is_err(), "all are checked first");
         let o = cli("node.example:4433").connect_options().unwrap();
         assert_eq!(o.server_name.as_deref(), Some("node.example"));
     }

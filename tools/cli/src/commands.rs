@@ -14,11 +14,48 @@ use crate::{metrics, Incomplete, Usage};
 /// How long `sub` waits when no --duration bounds it: effectively forever, still a deadline.
 const SUB_WAIT_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// First wait between two nodes of the --node list; doubled for each further one.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest wait between two nodes.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The wait before trying the `k`-th next node (k ≥ 1): `BACKOFF_BASE · 2^(k−1)` capped at
+/// `BACKOFF_MAX`, times a jitter factor in [0.5, 1.5) from `unit` in [0, 1), so many CLIs that
+/// failed together do not all come back in the same instant.
+fn backoff(k: u32, unit: f64) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << k.saturating_sub(1).min(10));
+    exp.min(BACKOFF_MAX).mul_f64(0.5 + unit.clamp(0.0, 1.0))
+}
+
+/// A jitter in [0, 1) from the clock's nanoseconds: one sleep needs no random generator.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1e6
+}
+
+/// Connects to the first node of --node that gives a session, trying them in order, each
+/// within --timeout, with a backoff between them; the last node's error if none does.
 fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let addr = cli.node_addr()?;
-    let options = cli.connect_options()?;
-    let client = Client::connect(addr, &options, Instant::now() + cli.timeout)?;
-    Ok(client)
+    let nodes = cli.node_addrs()?;
+    let mut last = None;
+    for (k, (name, addr)) in nodes.iter().enumerate() {
+        if k > 0 {
+            std::thread::sleep(backoff(k as u32, jitter()));
+        }
+        let options = cli.connect_options_for(name)?;
+        match Client::connect(*addr, &options, Instant::now() + cli.timeout) {
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                if k + 1 < nodes.len() {
+                    eprintln!("fovea-cli: {name}: {e}; trying {}", nodes[k + 1].0);
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.expect("at least one node").into())
 }
 
 /// The payload of a `MESSAGE`/`ARGS` argument: the text, or standard input for `-`.
@@ -289,6 +326,16 @@ fn render_members(view: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        assert_eq!(backoff(1, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(3, 0.5), Duration::from_millis(400));
+        assert_eq!(backoff(30, 0.5), BACKOFF_MAX);
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(50));
+        assert!(backoff(1, 0.9999) < Duration::from_millis(150));
+        assert!((0.0..1.0).contains(&jitter()));
+    }
 
     #[test]
     fn members_table_lists_each_member_with_region_load_and_capacity() {

@@ -256,3 +256,24 @@ fn members_lists_the_federation_with_regions_and_capacity() {
     assert_eq!(v["members"][0]["endpoint"], b.quic_addr.to_string());
     assert_eq!(v["members"][0]["capacity"], 20_000);
 }
+
+#[test]
+fn a_node_list_skips_a_dead_first_address() {
+    let node = start_node();
+    // A loopback port where nothing listens: refused at once.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let list = format!("{dead},{}", node.quic_addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_fovea-cli"))
+        .args(["--insecure", "--timeout", "20", "--node", &list, "ping", "--count", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("trying {}", node.quic_addr)), "{}", stderr(&out));
+    // Repeated --node works the same; a list of only dead nodes fails like one dead node.
+    let dead = dead.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_fovea-cli"))
+        .args(["--insecure", "--timeout", "5", "--node", &dead, "--node", &dead, "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
