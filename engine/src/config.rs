@@ -61,6 +61,10 @@ pub struct FederationSection {
     /// `cert.pem` pins it). Unset: certificates are not verified (links are encrypted, not
     /// authenticated; a warning is logged).
     pub ca_file: Option<PathBuf>,
+    /// Token our links present in HELLO (realm `fovea-federation`): protect that realm on the
+    /// dialed nodes with an `[[auth.credentials]]` entry for it so only nodes holding the token
+    /// can federate. Unset: no credential (the realm must then be open).
+    pub token: Option<String>,
 }
 
 impl Default for FederationSection {
@@ -80,6 +84,7 @@ impl Default for FederationSection {
             redial_min_ms: 250,
             redial_max_ms: 10_000,
             ca_file: None,
+            token: None,
         }
     }
 }

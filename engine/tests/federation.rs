@@ -231,3 +231,66 @@ fn three_processes_federate_forward_once_call_across_and_survive_a_kill() {
     assert_eq!(call_across(&mut caller, &mut provider, 2).as_ref(), b"5");
     eprintln!("federation test took {:?}", started.elapsed());
 }
+
+/// p50/p99 of publish-to-deliver (sent by the test, received by the test: one clock) for a
+/// subscriber on the publisher's node and one on another bootstrap, one message in flight at
+/// a time. Run: `cargo test --release -p fovea-engine --test federation -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement: run it in release"]
+fn cross_bootstrap_publish_latency() {
+    let a = spawn_node("lat-a", &[]);
+    let b = spawn_node("lat-b", &[a.quic]);
+    wait_for("A and B to see each other", || alive(&a) == 1 && alive(&b) == 1);
+    let mut local = TestClient::connect(a.quic, "acme");
+    local.subscribe(1, "sensors.**");
+    let mut remote = TestClient::connect(b.quic, "acme");
+    remote.subscribe(1, "sensors.**");
+    wait_for("A to learn B's interest", || fed(a.http, "fovea_federation_remote_interests") == 1);
+    let mut publisher = TestClient::connect(a.quic, "acme");
+    let (mut l, mut r) = (Vec::new(), Vec::new());
+    for i in 0..2_000u32 {
+        let sent = Instant::now();
+        publisher.publish("sensors.kitchen.temp", format!("m{i}").as_bytes());
+        let d = local.next_deliver(WAIT).expect("local delivery");
+        l.push(sent.elapsed());
+        assert_eq!(seq(&d.payload), i);
+        let d = remote.next_deliver(WAIT).expect("remote delivery");
+        r.push(sent.elapsed());
+        assert_eq!(seq(&d.payload), i);
+        // The publisher's ACKs, outside the measured window (else its window closes).
+        publisher.step(Instant::now());
+    }
+    let pct = |v: &mut Vec<Duration>, p: usize| {
+        v.sort();
+        v[(v.len() * p / 100).min(v.len() - 1)]
+    };
+    eprintln!(
+        "publish-to-deliver over {} messages: local p50 {:?} p99 {:?}; via federation p50 {:?} p99 {:?}",
+        l.len(),
+        pct(&mut l, 50),
+        pct(&mut l, 99),
+        pct(&mut r, 50),
+        pct(&mut r, 99)
+    );
+}
+
+#[test]
+fn the_federation_flag_in_a_peers_realm_does_not_open_a_link() {
+    let mut config = test_config(2);
+    config.federation.enabled = true;
+    let node = start_node(config);
+    let mut c = TestClient::connect_raw(node.quic_addr);
+    let Frame::Hello(mut h) = hello(random_peer_id(), "acme") else { unreachable!() };
+    h.flags = 1;
+    c.send_session(&Frame::Hello(h));
+    c.expect_frame(|f| matches!(f, Frame::Welcome(_)), WAIT);
+    c.send_data(&Frame::ForwardReply(frame::ForwardReply {
+        forward_id: 1,
+        code: 0,
+        payload: Bytes::new(),
+    }));
+    let closed = c.wait_closed(WAIT).expect("the node closes the session");
+    assert_eq!(closed.code, fovea_codec::ErrorCode::ProtocolViolation as u64);
+    node.shutdown();
+}

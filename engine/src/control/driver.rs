@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use fovea_client::{ClientConfig, Event, Verify};
+use fovea_client::{ClientConfig, Credential, Event, Verify};
 use fovea_codec::frame::Swim;
 use fovea_codec::{ErrorCode, Frame, Limits, Name, Realm};
 use fovea_control::federation::{
@@ -19,7 +19,7 @@ use fovea_control::federation::{
 
 use super::links::{self, Links, QUEUE_MAX};
 use super::status::{FederationStatus, LinkCounters};
-use super::{ControlError, ControlMsg, ControlParams};
+use super::{ControlError, ControlMsg, ControlParams, LINK_REALM};
 use crate::mesh::Mesh;
 use crate::shard::{owner_shard, CallOutcome, NodeShared, ShardMsg};
 
@@ -29,8 +29,6 @@ const MAX_WAIT: Duration = Duration::from_millis(250);
 const MEMBERS_REFRESH: Duration = Duration::from_millis(500);
 /// Messages handled per wake-up before outputs are routed (latency of the first ones).
 const BATCH: usize = 1024;
-/// The realm our HELLO names on a federation link (the session serves no realm traffic).
-const LINK_REALM: &str = "fovea-federation";
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -104,6 +102,10 @@ impl Driver {
             peer_id: Some(params.node_id),
             client_name: concat!("fovea-federation/", env!("CARGO_PKG_VERSION")).to_owned(),
             hello_flags: 1,
+            credential: match &f.token {
+                Some(t) => Credential::Token(Bytes::from(t.clone().into_bytes())),
+                None => Credential::None,
+            },
             verify,
             // Links carry SWIM and digests every second; a dead path shows well before this.
             idle_timeout: Duration::from_millis((f.probe_interval_ms * 10).max(10_000)),

@@ -29,6 +29,11 @@ use crate::mesh::Mesh;
 use crate::shard::NodeShared;
 pub use status::FederationStatus;
 
+/// The realm a federation link's HELLO names. A session is served as a link only in this
+/// realm, so `[auth]` can require a credential of dialing nodes (`federation.token`) without
+/// touching the realms of peers.
+pub const LINK_REALM: &str = "fovea-federation";
+
 /// Messages waiting for the control thread at most; beyond, shards drop and count
 /// (`fovea_federation_control_queue_drops_total`) rather than wait.
 pub const CONTROL_QUEUE: usize = 65_536;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use fovea_codec::Frame;
 
 use super::{ConnRef, Shard};
-use crate::control::{ControlLink, ControlMsg};
+use crate::control::{ControlLink, ControlMsg, LINK_REALM};
 
 impl Shard {
     /// Connects this shard to the control thread: the node federates.
@@ -35,8 +35,10 @@ impl Shard {
         if !conn.federation {
             return;
         }
-        if !federates {
-            // A node without federation serves a dialing node as a plain peer.
+        let link_realm = conn.realm.as_ref().is_some_and(|r| r.as_bytes() == LINK_REALM.as_bytes());
+        if !federates || !link_realm {
+            // A node without federation, or a session in a peers' realm, is served as a plain
+            // peer: flag bit 0 alone does not let a client inject federation frames.
             conn.federation = false;
             return;
         }
