@@ -294,3 +294,38 @@ fn the_federation_flag_in_a_peers_realm_does_not_open_a_link() {
     assert_eq!(closed.code, fovea_codec::ErrorCode::ProtocolViolation as u64);
     node.shutdown();
 }
+
+#[test]
+fn with_a_credential_on_the_link_realm_only_nodes_holding_the_token_federate() {
+    let digest: String =
+        boring::sha::sha256(b"s3cret").iter().map(|b| format!("{b:02x}")).collect();
+    let federated = |seeds: Vec<SocketAddr>, token: Option<&str>| {
+        let mut c = test_config(1);
+        c.federation.enabled = true;
+        c.federation.seeds = seeds;
+        c.federation.token = token.map(str::to_owned);
+        c.federation.probe_interval_ms = 300;
+        c.federation.probe_timeout_ms = 150;
+        c
+    };
+    let mut config = federated(Vec::new(), None);
+    config.auth.credentials.push(fovea_engine::auth::CredentialConfig {
+        name: "federation".into(),
+        realm: "fovea-federation".into(),
+        token_sha256: Some(digest),
+        ..Default::default()
+    });
+    let a = start_node(config);
+    let b = start_node(federated(vec![a.quic_addr], Some("s3cret")));
+    let c = start_node(federated(vec![a.quic_addr], Some("wrong")));
+    let alive = |http| fed(http, "fovea_federation_members{state=\"alive\"}");
+    wait_for("A and B to federate", || alive(a.http_addr) == 1 && alive(b.http_addr) == 1);
+    wait_for("C's dial to be refused", || {
+        fed(c.http_addr, "fovea_federation_dial_failures_total") >= 1
+    });
+    assert_eq!(alive(c.http_addr), 0, "C holds the wrong token");
+    assert_eq!(alive(a.http_addr), 1, "A admitted only B");
+    for n in [c, b, a] {
+        n.shutdown();
+    }
+}
