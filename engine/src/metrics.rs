@@ -75,6 +75,7 @@ shard_counters! {
     rpc_errors, "fovea_rpc_errors_total", "counter", "CALL_ERRORs returned to callers (all reasons).";
     rpc_deadline_exceeded, "fovea_rpc_deadline_exceeded_total", "counter", "Calls answered with DEADLINE_EXCEEDED.";
     rpc_late_replies, "fovea_rpc_late_replies_total", "counter", "Replies that arrived after their call ended (dropped).";
+    rpc_calls_in_flight, "fovea_rpc_calls_in_flight", "gauge", "Calls from this shard's callers in flight (each holds one deadline entry).";
     rpc_retries, "fovea_rpc_retries_total", "counter", "Idempotent calls retried on another provider.";
     messages_relayed, "fovea_messages_relayed_total", "counter", "Direct messages (SEND) relayed to their target.";
     relay_bytes, "fovea_relay_bytes_total", "counter", "Payload bytes of SEND and CALL that peers relayed through the node.";

@@ -270,3 +270,26 @@ fn direct_messages_reach_their_target_or_fail_with_unknown_peer() {
     );
     node.shutdown();
 }
+
+#[test]
+fn answered_calls_release_their_deadline_entries_at_once() {
+    let node = start_node(test_config(2));
+    let mut provider = TestClient::connect(node.quic_addr, "default");
+    assert!(matches!(register(&mut provider, "svc.echo"), Frame::Ok(_)));
+    let mut caller = TestClient::connect(node.quic_addr, "default");
+    let calls = 50u64;
+    for id in 1..=calls {
+        // Long deadlines: an entry that outlived its call would sit for five minutes.
+        call(&mut caller, id, "svc.echo", &id.to_be_bytes(), 300_000, false);
+    }
+    assert!(
+        wait_until(WAIT, || metric(node.http_addr, "fovea_rpc_calls_in_flight") == calls),
+        "every call holds one deadline entry while in flight"
+    );
+    assert_eq!(serve(&mut provider, calls as usize, b""), calls as usize);
+    for id in 1..=calls {
+        assert_eq!(&answer(&mut caller, id).unwrap()[..], &id.to_be_bytes());
+    }
+    assert_eq!(metric(node.http_addr, "fovea_rpc_calls_in_flight"), 0, "answered calls hold none");
+    node.shutdown();
+}

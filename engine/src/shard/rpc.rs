@@ -6,8 +6,6 @@
 //! id, in-flight limit, idempotent retry); the provider's shard only maps its invocation id back
 //! to the caller. Replies find the caller's shard by hashing its peer id.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -73,7 +71,10 @@ pub(super) struct Rpc {
     rings: ahash::AHashMap<(Realm, Name), Ring>,
     calls: ahash::AHashMap<(PeerId, u64), CallState>,
     inflight_per_caller: ahash::AHashMap<PeerId, usize>,
-    deadlines: BinaryHeap<Reverse<(Instant, PeerId, u64)>>,
+    /// Deadlines of the calls in flight, earliest first. An ordered set rather than a heap so
+    /// that an answered call leaves it at once: a heap with lazy deletion kept rate × timeout
+    /// entries (6 M at 200,000 calls/s with 30 s deadlines), most of them for calls long done.
+    deadlines: std::collections::BTreeSet<(Instant, PeerId, u64)>,
     invocations: ahash::AHashMap<u64, Invocation>,
     next_invocation: u64,
     /// (realm, procedure) with a provider on another bootstrap (from the control thread).
@@ -83,7 +84,7 @@ pub(super) struct Rpc {
 impl Rpc {
     /// Earliest call deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+        self.deadlines.first().map(|(at, _, _)| *at)
     }
 }
 
@@ -285,7 +286,8 @@ impl Shard {
         };
         let deadline = now + Duration::from_millis(timeout);
         *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
-        self.rpc.deadlines.push(Reverse((deadline, caller, c.call_id)));
+        self.rpc.deadlines.insert((deadline, caller, c.call_id));
+        ShardMetrics::set(&self.ctx.metrics.rpc_calls_in_flight, self.rpc.deadlines.len() as u64);
         let state = CallState {
             deadline,
             realm: realm.clone(),
@@ -385,6 +387,8 @@ impl Shard {
 
     fn finish_call(&mut self, caller: PeerId, call_id: u64) -> Option<CallState> {
         let state = self.rpc.calls.remove(&(caller, call_id))?;
+        self.rpc.deadlines.remove(&(state.deadline, caller, call_id));
+        ShardMetrics::set(&self.ctx.metrics.rpc_calls_in_flight, self.rpc.deadlines.len() as u64);
         if let Some(n) = self.rpc.inflight_per_caller.get_mut(&caller) {
             *n -= 1;
             if *n == 0 {
@@ -566,12 +570,13 @@ impl Shard {
 
     /// Answers calls whose deadline passed with DEADLINE_EXCEEDED.
     pub(super) fn expire_calls(&mut self, now: Instant) {
-        while let Some(&Reverse((at, caller, call_id))) = self.rpc.deadlines.peek() {
+        while let Some(&(at, caller, call_id)) = self.rpc.deadlines.first() {
             if at > now {
                 break;
             }
-            self.rpc.deadlines.pop();
-            // A retried or finished call may have left a stale heap entry.
+            self.rpc.deadlines.pop_first();
+            // Entries leave with their call, so this one is in flight; the check keeps a
+            // mismatch from answering a call whose deadline is another.
             match self.rpc.calls.get(&(caller, call_id)) {
                 Some(s) if s.deadline == at => {}
                 _ => continue,
