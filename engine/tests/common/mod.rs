@@ -520,3 +520,232 @@ pub fn wait_until(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::yield_now();
     }
 }
+
+/// The QUIC configuration of `TestClient`, for raw quiche connections in tests.
+pub fn raw_client_config() -> quiche::Config {
+    client_config()
+}
+
+/// One connection of a `Swarm`.
+pub struct SwarmConn {
+    pub conn: quiche::Connection,
+    sock: usize,
+    rx: BytesMut,
+    hello_sent: bool,
+    /// WELCOME received.
+    pub welcomed: bool,
+    /// OK of the SUBSCRIBE (request id 1) received.
+    pub subscribed: bool,
+    /// DELIVERs received (payloads are dropped).
+    pub delivered: usize,
+    /// The close code the node sent, if any.
+    pub closed_with: Option<u64>,
+    data_head: Vec<u8>,
+    data_skip: usize,
+}
+
+/// Many raw quiche connections on a few UDP sockets, driven from one thread in batches: the
+/// cheap way to hold thousands of subscribers in a test. Each connection sends HELLO and one
+/// SUBSCRIBE (request id 1, subscription id 1) of `pattern` as soon as it is established.
+pub struct Swarm {
+    node: SocketAddr,
+    sockets: Vec<UdpSocket>,
+    pub conns: Vec<SwarmConn>,
+    by_scid: std::collections::HashMap<[u8; 16], usize>,
+    config: quiche::Config,
+    pattern: String,
+    /// Whether connections read their streams (a subscriber that never reads: false).
+    pub reading: bool,
+}
+
+impl Swarm {
+    /// A swarm with `sockets` source ports, subscribing its connections to `pattern`.
+    pub fn new(node: SocketAddr, sockets: usize, pattern: &str) -> Swarm {
+        let sockets = (0..sockets)
+            .map(|_| {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect();
+        Swarm {
+            node,
+            sockets,
+            conns: Vec::new(),
+            by_scid: std::collections::HashMap::new(),
+            config: client_config(),
+            pattern: pattern.into(),
+            reading: true,
+        }
+    }
+
+    /// Starts `n` more connections (their first flight is sent by the next `drive`).
+    pub fn open(&mut self, n: usize) -> std::ops::Range<usize> {
+        let start = self.conns.len();
+        for i in start..start + n {
+            let mut scid = [0u8; 16];
+            boring::rand::rand_bytes(&mut scid).unwrap();
+            let sock = i % self.sockets.len();
+            let local = self.sockets[sock].local_addr().unwrap();
+            let cid = quiche::ConnectionId::from_ref(&scid);
+            let conn = quiche::connect(Some("localhost"), &cid, local, self.node, &mut self.config)
+                .unwrap();
+            self.by_scid.insert(scid, i);
+            self.conns.push(SwarmConn {
+                conn,
+                sock,
+                rx: BytesMut::new(),
+                hello_sent: false,
+                welcomed: false,
+                subscribed: false,
+                delivered: 0,
+                closed_with: None,
+                data_head: Vec::new(),
+                data_skip: 0,
+            });
+        }
+        start..start + n
+    }
+
+    fn flush_one(&mut self, i: usize) {
+        let mut out = [0u8; 1500];
+        let c = &mut self.conns[i];
+        while let Ok((n, info)) = c.conn.send(&mut out) {
+            let _ = self.sockets[c.sock].send_to(&out[..n], info.to);
+        }
+    }
+
+    fn service(&mut self, i: usize) {
+        let pattern = self.pattern.clone();
+        let reading = self.reading;
+        let c = &mut self.conns[i];
+        if c.conn.is_established() && !c.hello_sent {
+            c.hello_sent = true;
+            let mut bytes = hello(random_peer_id(), "default").to_bytes().to_vec();
+            bytes.extend_from_slice(
+                &Frame::Subscribe(frame::Subscribe {
+                    request_id: 1,
+                    sub_id: 1,
+                    pattern: pattern.parse::<Pattern>().unwrap(),
+                })
+                .to_bytes(),
+            );
+            let _ = c.conn.stream_send(0, &bytes, false);
+        }
+        if let Some(e) = c.conn.peer_error() {
+            c.closed_with = Some(e.error_code);
+        }
+        if !reading {
+            return;
+        }
+        let readable: Vec<u64> = c.conn.readable().collect();
+        let mut tmp = [0u8; 16384];
+        for id in readable {
+            while let Ok((n, _)) = c.conn.stream_recv(id, &mut tmp) {
+                if id == 0 {
+                    c.rx.extend_from_slice(&tmp[..n]);
+                } else {
+                    // Stream 3: count DELIVER frames by their headers without keeping payloads
+                    // (thousands of subscribers would otherwise hold thousands of copies).
+                    c.rx_data(&tmp[..n]);
+                }
+            }
+        }
+        let limits = Limits::default();
+        while let Ok(Some(f)) = decode_frame(&mut c.rx, &limits) {
+            match f {
+                Frame::Welcome(_) => c.welcomed = true,
+                Frame::Ok(o) if o.request_id == 1 => c.subscribed = true,
+                Frame::Ping(p) => {
+                    let pong = Frame::Pong(frame::Pong {
+                        ping_id: p.ping_id,
+                        sent_at_us: p.sent_at_us,
+                        received_at_us: 0,
+                    });
+                    let _ = c.conn.stream_send(0, &pong.to_bytes(), false);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Drives the connections in `range` until `done` holds for each of them or `deadline`
+    /// passes; true when it holds. Packets for connections outside the range are still fed.
+    pub fn drive(
+        &mut self,
+        range: std::ops::Range<usize>,
+        deadline: Instant,
+        done: impl Fn(&SwarmConn) -> bool,
+    ) -> bool {
+        let mut buf = [0u8; 65535];
+        loop {
+            for i in range.clone() {
+                let c = &mut self.conns[i];
+                if c.conn.timeout() == Some(Duration::ZERO) {
+                    c.conn.on_timeout();
+                }
+                self.service(i);
+                self.flush_one(i);
+            }
+            if self.conns[range.clone()].iter().all(&done) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let mut got = 0;
+            for s in 0..self.sockets.len() {
+                while let Ok((n, from)) = self.sockets[s].recv_from(&mut buf) {
+                    got += 1;
+                    let Ok(hdr) = quiche::Header::from_slice(&mut buf[..n], 16) else {
+                        continue;
+                    };
+                    let Ok(key) = <[u8; 16]>::try_from(&hdr.dcid[..]) else { continue };
+                    let Some(&i) = self.by_scid.get(&key) else { continue };
+                    let to = self.sockets[s].local_addr().unwrap();
+                    let _ = self.conns[i].conn.recv(&mut buf[..n], quiche::RecvInfo { from, to });
+                }
+            }
+            if got == 0 {
+                let mut fds: Vec<libc::pollfd> = self
+                    .sockets
+                    .iter()
+                    .map(|s| libc::pollfd {
+                        fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: poll(2) on fds this swarm owns, for at most 2 ms.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 2) };
+            }
+        }
+    }
+}
+
+impl SwarmConn {
+    /// Counts DELIVER frames on the node data stream without keeping their payloads: only the
+    /// frame headers are parsed, the bodies skipped.
+    fn rx_data(&mut self, mut bytes: &[u8]) {
+        // `data_skip`: bytes of a body still to skip; `data_head`: a partial header.
+        while !bytes.is_empty() {
+            if self.data_skip > 0 {
+                let n = self.data_skip.min(bytes.len());
+                self.data_skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.data_head.push(bytes[0]);
+            bytes = &bytes[1..];
+            if self.data_head.len() >= 2 {
+                if let Some((len, _)) = fovea_codec::varint::decode(&self.data_head[1..]) {
+                    if self.data_head[0] == fovea_codec::frame::types::DELIVER {
+                        self.delivered += 1;
+                    }
+                    self.data_skip = len as usize;
+                    self.data_head.clear();
+                }
+            }
+        }
+    }
+}
