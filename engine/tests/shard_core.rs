@@ -328,3 +328,27 @@ fn one_flooding_peer_cannot_take_more_than_its_frame_budget_per_turn() {
     assert!(handled < 1000, "flooder handled {handled} publishes in one turn (budget {budget})");
     pipe.drive(&mut [&mut flooder, &mut quiet, &mut sub]);
 }
+
+/// Found by the `shard_core` fuzz target: a datagram that only carries a connection's DCID
+/// (garbage after it, so quiche drops it) from another source address made the node take that
+/// address as the peer's and announce it in OBSERVED_ADDR; PUNCH introductions would then point
+/// other peers at it. Only a packet quiche authenticates may move the peer's address.
+#[test]
+fn an_unauthenticated_datagram_does_not_change_the_peer_address() {
+    let config = config();
+    let mut pipe = Pipe::new(&config);
+    let mut peer = connected(&mut pipe, 3001);
+    let mut spoofed = vec![0x40];
+    spoofed.extend_from_slice(peer.conn.destination_id().as_ref());
+    spoofed.extend_from_slice(&[0x33; 40]);
+    pipe.shard.handle_datagram(pipe.now, &mut spoofed, "192.0.2.7:9".parse().unwrap());
+    peer.write(0, &Frame::Ping(frame::Ping { ping_id: 7, sent_at_us: 0 }));
+    pipe.drive(&mut [&mut peer]);
+    let frames = peer.take();
+    assert!(frames.iter().any(|f| matches!(f, Frame::Pong(p) if p.ping_id == 7)), "PONG");
+    assert!(
+        !frames.iter().any(|f| matches!(f, Frame::ObservedAddr(_))),
+        "OBSERVED_ADDR after a spoofed datagram: {frames:?}"
+    );
+    assert_eq!(pipe.metrics.observed_addr_changes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -442,11 +442,20 @@ impl Shard {
         if conn.quic.recv(buf, quiche::RecvInfo { from, to }).is_err() {
             // quiche has queued a CONNECTION_CLOSE where appropriate; flush and reap.
         }
+        // Only an authenticated packet moves quiche's active path (RFC 9000 §9); a datagram
+        // that merely carries the connection's DCID, from any source address, proves nothing.
+        let path_peer = if conn.peer_addr != from {
+            conn.quic.path_stats().find(|p| p.active).map(|p| p.peer_addr)
+        } else {
+            None
+        };
         let established = !was_established && conn.quic.is_established();
         if established {
             self.unvalidated = self.unvalidated.saturating_sub(1);
         }
-        self.peer_address_changed(r, from);
+        if let Some(addr) = path_peer {
+            self.peer_address_changed(r, addr);
+        }
         self.after_input(now, r);
     }
 
