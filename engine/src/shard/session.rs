@@ -102,8 +102,19 @@ impl Shard {
                     }
                 };
                 handled += 1;
-                if let Some(conn) = self.conn_mut(r) {
-                    conn.frames_left -= 1;
+                let Some(conn) = self.conn_mut(r) else { return };
+                conn.frames_left -= 1;
+                // A PING before HELLO is answered on the session stream, which a PING that
+                // came on stream 2 first may not have: PROTOCOL.md §2.2 rule 2 applies.
+                if source == Source::Data
+                    && conn.phase == Phase::AwaitHello
+                    && matches!(frame, Frame::Ping(_))
+                {
+                    return self.close_conn(
+                        r,
+                        ErrorCode::HelloRequired,
+                        "a frame on stream 2 before HELLO",
+                    );
                 }
                 ShardMetrics::inc(&self.ctx.metrics.frames_in);
                 self.handle_frame(now, r, frame);
@@ -214,7 +225,9 @@ impl Shard {
 
     fn handle_frame(&mut self, now: Instant, r: ConnRef, frame: Frame) {
         // Credentials, permissions and the publish rate (shard/auth.rs).
-        let Some(frame) = self.security_gate(now, r, frame) else { return };
+        let Some(frame) = self.security_gate(now, r, frame) else {
+            return;
+        };
         let phase = match self.conn_mut(r) {
             Some(c) => c.phase,
             None => return,
@@ -315,7 +328,9 @@ impl Shard {
 
     fn record_pong(&mut self, now: Instant, r: ConnRef, ping_id: u64) {
         let Some(conn) = self.conn_mut(r) else { return };
-        let Some((id, sent)) = conn.ping_outstanding else { return };
+        let Some((id, sent)) = conn.ping_outstanding else {
+            return;
+        };
         if id != ping_id {
             return;
         }
@@ -488,7 +503,9 @@ impl Shard {
     }
 
     fn drop_subs(&mut self, r: ConnRef, subs: Vec<(u64, fovea_codec::Pattern)>) {
-        let Some(realm) = self.conn_mut(r).and_then(|c| c.realm.clone()) else { return };
+        let Some(realm) = self.conn_mut(r).and_then(|c| c.realm.clone()) else {
+            return;
+        };
         for (sub_id, pattern) in subs {
             self.remove_sub(r, &realm, &pattern, sub_id);
         }
