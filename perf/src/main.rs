@@ -83,6 +83,12 @@ struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     node_cpu_us_per_call: Option<f64>,
     node_rss_kib_peak: u64,
+    /// The node's RSS before the flood tool connected.
+    node_rss_kib_start: u64,
+    /// Scenarios with `--hold-after`: (RSS at the end of the idle hold − RSS at start) per
+    /// connected peer, KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_kib_per_peer_after_hold: Option<f64>,
     wall_ms: u64,
 }
 
@@ -158,6 +164,7 @@ fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
     let node = start_node(args, s.shards, &data_dir)?;
     let pid = node.child.id();
     let cpu_before = cpu_ticks(pid)?;
+    let rss_start = rss_kib(pid).unwrap_or(0);
     let started = Instant::now();
     let mut flood = Command::new("taskset")
         .args(["-c", &args.flood_core.to_string()])
@@ -198,6 +205,10 @@ fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
     } else {
         None
     };
+    let per_peer = match (num("node_rss_kib_after_hold"), num("connected")) {
+        (Some(after), Some(peers)) if peers > 0.0 => Some((after - rss_start as f64) / peers),
+        _ => None,
+    };
     drop(node);
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(Outcome {
@@ -208,6 +219,8 @@ fn run_scenario(args: &Args, s: &Scenario) -> Result<Outcome> {
         flood: flood_json,
         node_cpu_ms: cpu_ms,
         node_rss_kib_peak: rss_peak,
+        node_rss_kib_start: rss_start,
+        node_kib_per_peer_after_hold: per_peer,
         wall_ms,
     })
 }
@@ -258,6 +271,24 @@ fn markdown(outcomes: &[Outcome], env: &serde_json::Value) -> String {
             num("p999_us"),
             num("lost"),
             o.node_cpu_us_per_delivery.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            o.node_rss_kib_peak
+        ));
+    }
+    let held: Vec<&Outcome> =
+        outcomes.iter().filter(|o| o.node_kib_per_peer_after_hold.is_some()).collect();
+    if !held.is_empty() {
+        md.push_str("\n| memory scenario | peers | node RSS start KiB | RSS after the idle hold KiB | KiB per peer | RSS peak KiB |\n");
+        md.push_str("|---|---|---|---|---|---|\n");
+    }
+    for o in held {
+        let num = |k: &str| cell(&o.flood, k);
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {} |\n",
+            o.scenario.name,
+            num("connected"),
+            o.node_rss_kib_start,
+            num("node_rss_kib_after_hold"),
+            o.node_kib_per_peer_after_hold.unwrap_or(0.0),
             o.node_rss_kib_peak
         ));
     }
@@ -331,6 +362,8 @@ mod tests {
             flood,
             node_cpu_ms: 1.0,
             node_rss_kib_peak: 2048,
+            node_rss_kib_start: 1024,
+            node_kib_per_peer_after_hold: None,
             wall_ms: 1,
         }
     }

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use fovea_engine::config::NodeConfig;
 
+// `--no-default-features` builds with the system allocator, which heap profilers
+// (valgrind's massif and dhat) see; mimalloc maps its own pages.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -54,6 +54,10 @@ struct Cli {
     /// Seconds to wait for in-flight messages once sending stops.
     #[arg(long, global = true, default_value_t = 5.0)]
     drain_timeout: f64,
+    /// Seconds the connections stay open and idle after the scenario (and its drain) is done,
+    /// before they close: for reading the node's memory per peer after traffic.
+    #[arg(long, global = true, default_value_t = 0.0)]
+    hold_after: f64,
     /// Pid of the node, to report its CPU time over the measured window.
     #[arg(long, global = true)]
     node_pid: Option<u32>,
@@ -215,6 +219,7 @@ fn common(cli: &Cli) -> Result<Common, FloodError> {
     c.seed = cli.seed;
     c.connect_timeout_s = cli.connect_timeout;
     c.drain_timeout_s = cli.drain_timeout;
+    c.hold_after_s = cli.hold_after;
     c.node_pid = cli.node_pid;
     c.progress = !cli.quiet;
     Ok(c)

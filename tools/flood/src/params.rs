@@ -97,6 +97,9 @@ pub struct Common {
     pub connect_timeout_s: f64,
     /// How long to wait for in-flight messages after sending stops.
     pub drain_timeout_s: f64,
+    /// Seconds the connections stay open, idle, once the scenario is done (before they close):
+    /// the node's memory per peer after traffic is read then.
+    pub hold_after_s: f64,
     /// The node's pid, to read its CPU time over the measured window.
     pub node_pid: Option<u32>,
     /// Print a progress line every second on stderr.
@@ -123,6 +126,7 @@ impl Common {
             seed: 1,
             connect_timeout_s: 10.0,
             drain_timeout_s: 5.0,
+            hold_after_s: 0.0,
             node_pid: None,
             progress: false,
         }
@@ -138,6 +142,7 @@ impl Common {
             ("--warmup", self.warmup_s),
             ("--connect-timeout", self.connect_timeout_s),
             ("--drain-timeout", self.drain_timeout_s),
+            ("--hold-after", self.hold_after_s),
         ] {
             if !(0.0..=SECONDS_MAX).contains(&v) {
                 return usage(format!("{name} must be between 0 and {SECONDS_MAX} seconds"));

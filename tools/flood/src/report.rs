@@ -97,6 +97,10 @@ fn common_figures(m: &mut Map<String, Value>, scenario: &str, common: &Common, o
     if let Some(cpu) = o.node_cpu {
         m.insert("node_cpu_ms".into(), json!((cpu.as_secs_f64() * 1e4).round() / 10.0));
     }
+    m.insert("hold_after_s".into(), json!(common.hold_after_s));
+    if let Some(kib) = o.node_rss_after_hold_kib {
+        m.insert("node_rss_kib_after_hold".into(), json!(kib));
+    }
     let ms = |d: Option<std::time::Duration>| d.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
     m.insert("flood_runqueue_wait_ms".into(), json!(ms(o.flood_runqueue_wait)));
     m.insert("host_other_cpu_ms".into(), json!(ms(o.host_other_cpu)));

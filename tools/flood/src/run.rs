@@ -58,6 +58,8 @@ pub struct Spec {
 pub struct Outcome {
     /// The threads' tallies, added up.
     pub tally: Tally,
+    /// The node's resident memory at the end of `--hold-after` (KiB), when it was read.
+    pub node_rss_after_hold_kib: Option<u64>,
     /// From start to every connection ready (0 for the storm, which is measured instead).
     pub connect_s: f64,
     /// Length of the measured window.
@@ -129,6 +131,8 @@ pub fn execute<S: Scenario + Send + 'static>(
         tls: common.tls.clone(),
         realm: common.realm.clone(),
         force_legacy: spec.force_legacy,
+        hold_after: Duration::from_secs_f64(common.hold_after_s),
+        node_pid: common.node_pid,
     };
     let mut handles = Vec::with_capacity(threads);
     for (i, share) in shares.into_iter().enumerate() {
@@ -186,10 +190,12 @@ pub fn execute<S: Scenario + Send + 'static>(
         Measure::Timed => {
             let end = start + common.warmup() + common.duration();
             let drain = Duration::from_secs_f64(common.drain_timeout_s);
-            (start + common.warmup(), Some(end), end + drain + FINISH_GRACE)
+            let hold = Duration::from_secs_f64(common.hold_after_s);
+            (start + common.warmup(), Some(end), end + drain + hold + FINISH_GRACE)
         }
         Measure::UntilConnected { hold, storm } => {
-            (start, None, start + storm + hold + FINISH_GRACE)
+            let after = Duration::from_secs_f64(common.hold_after_s);
+            (start, None, start + storm + hold + after + FINISH_GRACE)
         }
     };
     let mut at_start: Option<CpuSample> = None;
@@ -294,6 +300,10 @@ pub fn execute<S: Scenario + Send + 'static>(
         node_runqueue_wait,
         host_other_cpu,
         io_uring_threads: shared.io_uring_threads.load(Ordering::Relaxed),
+        node_rss_after_hold_kib: match shared.node_rss_after_hold_kib.load(Ordering::Relaxed) {
+            0 => None,
+            kib => Some(kib),
+        },
         thread_failures,
     })
 }

@@ -66,6 +66,9 @@ pub struct Shared {
     pub publishers_done: AtomicUsize,
     /// Threads that run on io_uring (the rest on the legacy driver).
     pub io_uring_threads: AtomicUsize,
+    /// The node's resident memory (KiB) read at the end of `--hold-after` by thread 0, with
+    /// every connection still open and idle (0: not read).
+    pub node_rss_after_hold_kib: AtomicU64,
     /// Threads whose own traffic is complete in the drain (`rpc`: every call answered), so
     /// their peers on other threads (providers) may leave.
     pub drained_threads: AtomicUsize,
@@ -83,6 +86,7 @@ impl Shared {
             published: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
             publishers_done: AtomicUsize::new(0),
             io_uring_threads: AtomicUsize::new(0),
+            node_rss_after_hold_kib: AtomicU64::new(0),
             drained_threads: AtomicUsize::new(0),
         }
     }
@@ -216,6 +220,10 @@ pub struct Target {
     pub realm: Realm,
     /// Use the legacy driver even where io_uring works (tests of the fallback).
     pub force_legacy: bool,
+    /// Idle time with every connection open once the scenario is done.
+    pub hold_after: Duration,
+    /// The node's pid, whose memory is read at the end of that hold.
+    pub node_pid: Option<u32>,
 }
 
 /// Starts a worker thread running `scenario`.
@@ -286,6 +294,26 @@ async fn close_all(ep: &mut Endpoint) {
     }
 }
 
+/// Keeps every connection open and idle for `hold` (`--hold-after`): quiche's timers run and
+/// the node's keep-alive PINGs are answered, anything else that arrives is dropped.
+async fn hold_idle(ep: &mut Endpoint, ctx: &Ctx, hold: Duration) {
+    let until = Instant::now() + hold;
+    loop {
+        let now = Instant::now();
+        if now >= until || ctx.aborted() {
+            return;
+        }
+        let _ = ep.recv(None);
+        let mut events = ep.take_events();
+        events.clear();
+        ep.restore_events(events);
+        ep.on_timers(now);
+        let _ = ep.flush(now);
+        let next = ep.next_timer().map_or(until, |t| t.min(until));
+        ep.wait(Some(next), false).await;
+    }
+}
+
 /// Turns a socket error into the message the user sees.
 fn socket_error(e: std::io::Error, node: SocketAddr) -> String {
     if e.raw_os_error() == Some(libc::ECONNREFUSED) {
@@ -327,6 +355,13 @@ async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Ta
         let precise = next.is_some() && timer.is_none_or(|t| next.is_some_and(|n| n <= t));
         let next = [next, timer].into_iter().flatten().min();
         ep.wait(next, precise).await;
+    }
+    if !target.hold_after.is_zero() {
+        hold_idle(&mut ep, &ctx, target.hold_after).await;
+        if let (0, Some(pid)) = (ctx.index, target.node_pid) {
+            let kib = clock::rss_kib(pid).unwrap_or(0);
+            ctx.shared.node_rss_after_hold_kib.store(kib, Ordering::Relaxed);
+        }
     }
     let mut tally = s.finish(&mut ep, &mut ctx);
     close_all(&mut ep).await;

@@ -102,3 +102,19 @@ fn pingpong_and_connect_storm() {
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     node.shutdown();
 }
+
+#[test]
+fn hold_after_keeps_the_peers_connected_and_reads_the_nodes_memory_then() {
+    let node = common::start_node(1);
+    let mut c = common::common(&node);
+    c.warmup_s = 0.0;
+    c.duration_s = 0.5;
+    c.hold_after_s = 0.5;
+    // The node runs in this process: its memory is ours.
+    c.node_pid = Some(std::process::id());
+    let r = fovea_flood::fanout(&c, &fanout(1, 3, 100.0)).expect("run completes");
+    assert_eq!(r.num("lost"), 0.0, "{}", r.human);
+    assert_eq!(r.num("hold_after_s"), 0.5, "{}", r.human);
+    assert!(r.num("node_rss_kib_after_hold") > 0.0, "{}", r.json);
+    node.shutdown();
+}
