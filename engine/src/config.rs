@@ -65,6 +65,15 @@ pub struct FederationSection {
     /// dialed nodes with an `[[auth.credentials]]` entry for it so only nodes holding the token
     /// can federate. Unset: no credential (the realm must then be open).
     pub token: Option<String>,
+    /// TTL of the DHT records this node advertises (one per procedure it has providers for
+    /// and per pattern it has subscribers for); republished at half of it.
+    pub dht_record_ttl_s: u64,
+    /// DHT requests (FIND_NODE, FIND_VALUE, STORE) one peer may make per second; beyond,
+    /// ERROR RATE_LIMITED.
+    pub dht_peer_requests_per_s: u32,
+    /// Live records one peer may have stored through this node (STORE); beyond, ERROR
+    /// RATE_LIMITED until one runs out.
+    pub dht_peer_stores: usize,
 }
 
 impl Default for FederationSection {
@@ -85,6 +94,9 @@ impl Default for FederationSection {
             redial_max_ms: 10_000,
             ca_file: None,
             token: None,
+            dht_record_ttl_s: 3_600,
+            dht_peer_requests_per_s: 20,
+            dht_peer_stores: 16,
         }
     }
 }
@@ -443,6 +455,9 @@ impl NodeConfig {
         }
         if f.redial_min_ms == 0 || f.redial_max_ms < f.redial_min_ms {
             return invalid("federation.redial_max_ms", "must be at least redial_min_ms (> 0)");
+        }
+        if f.dht_record_ttl_s == 0 {
+            return invalid("federation.dht_record_ttl_s", "must be at least 1 s");
         }
         Ok(())
     }

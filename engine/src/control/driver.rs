@@ -1,5 +1,5 @@
 //! The control loop: waits on the channel (shard messages and datagrams) until the next timer,
-//! feeds `Federation`, and routes its outputs to links and shards.
+//! feeds `Federation` and the DHT (`DhtNode`), and routes their outputs to links and shards.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -12,11 +12,16 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use fovea_client::{ClientConfig, Credential, Event, Verify};
 use fovea_codec::frame::Swim;
 use fovea_codec::{ErrorCode, Frame, Limits, Name, Realm};
+use fovea_control::dht::{
+    Contact, DhtConfig, DhtError, DhtNode, Event as DhtEvent, Find, LookupId, LookupKind,
+    LookupResult, Message, NodeId as DhtId, Output as DhtOutput, Publish, K,
+};
 use fovea_control::federation::{
     wan_config, CallRequest, FedIdentity, Federation, FederationConfig, IndexChange, Kind, NodeId,
     Op, Output,
 };
 
+use super::dht::{advert_key, advert_value, DhtCounters, Hops, PeerLimits, PeerRequest};
 use super::links::{self, Links, QUEUE_MAX};
 use super::status::{FederationStatus, LinkCounters};
 use super::{ControlError, ControlMsg, ControlParams, LINK_REALM};
@@ -61,6 +66,21 @@ pub(super) struct Driver {
     counters: LinkCounters,
     members_at: Option<Instant>,
     send_buf: Vec<u8>,
+    /// The Kademlia node: id = node id, address = the advertised federation endpoint.
+    dht: DhtNode,
+    /// Lookups run for a peer's request, with whom to answer.
+    dht_peer: HashMap<LookupId, PeerRequest>,
+    /// Our advertisement records (key → value), republished until withdrawn.
+    advertised: HashMap<DhtId, Bytes>,
+    /// Advertisements waiting for a free lookup slot (or re-stored after a bootstrap).
+    advert_retry: Vec<DhtId>,
+    record_ttl: Duration,
+    endpoint: SocketAddr,
+    /// Federation endpoints of nodes (SWIM members, DHT contacts).
+    endpoints: HashMap<NodeId, SocketAddr>,
+    peer_limits: PeerLimits,
+    dht_counters: DhtCounters,
+    hops: Hops,
 }
 
 impl Driver {
@@ -123,6 +143,14 @@ impl Driver {
         }
         let local = socket.local_addr().map_err(ControlError::Socket)?;
         let shards = params.mesh.shards();
+        let dht = DhtNode::new(
+            Contact::new(DhtId(params.node_id), params.advertise),
+            DhtConfig::default(),
+            rand::random::<u64>(),
+            Instant::now(),
+        );
+        let record_ttl = Duration::from_secs(f.dht_record_ttl_s);
+        let peer_limits = PeerLimits::new(f.dht_peer_requests_per_s, f.dht_peer_stores);
         Ok(Driver {
             fed,
             self_id: params.node_id,
@@ -150,6 +178,16 @@ impl Driver {
             counters: LinkCounters::default(),
             members_at: None,
             send_buf: vec![0u8; 1500],
+            dht,
+            dht_peer: HashMap::new(),
+            advertised: HashMap::new(),
+            advert_retry: Vec::new(),
+            record_ttl,
+            endpoint: params.advertise,
+            endpoints: HashMap::new(),
+            peer_limits,
+            dht_counters: DhtCounters::default(),
+            hops: Hops::default(),
         })
     }
 
@@ -199,6 +237,10 @@ impl Driver {
                 None if !d.retired => at = at.min(d.next_attempt),
                 None => {}
             }
+        }
+        at = at.min(self.dht.poll_timeout().max(now));
+        if !self.advert_retry.is_empty() {
+            at = at.min(now + Duration::from_millis(50));
         }
         if self.pending.iter().any(|p| !p.is_empty()) {
             // A shard inbox was full: try again soon.
@@ -268,11 +310,16 @@ impl Driver {
             ControlMsg::InvokeAnswer { to, forward_id, code, payload } => {
                 self.fed.reply_forwarded(to, forward_id, code, payload);
             }
+            ControlMsg::DhtRequest { peer, shard, frame } => self.peer_dht(peer, shard, frame),
             ControlMsg::Stop => {}
         }
     }
 
     fn on_link_frame(&mut self, from: NodeId, frame: &Frame, now: u64) {
+        if is_dht_frame(frame) {
+            self.dht_frame(from, frame.clone());
+            return;
+        }
         match Swim::from_frame(frame, &self.limits) {
             Some(Ok(swim)) => self.fed.on_swim(&swim.datagram, now),
             Some(Err(e)) => tracing::debug!(error = %e, "malformed SWIM frame"),
@@ -301,6 +348,7 @@ impl Driver {
                 let first = *mask == 0;
                 *mask |= bit;
                 if first {
+                    self.advertise(kind, key.1.as_bytes(), &key.2);
                     self.fed.local_change(kind, Op::Add, key.1, name, now);
                 }
             }
@@ -309,6 +357,7 @@ impl Driver {
                 *mask &= !bit;
                 if *mask == 0 {
                     self.local_names.remove(&key);
+                    self.withdraw(kind, key.1.as_bytes(), &key.2);
                     self.fed.local_change(kind, Op::Remove, key.1, name, now);
                 }
             }
@@ -327,6 +376,15 @@ impl Driver {
                 None => {}
             }
         }
+        if self.dht.poll_timeout() <= now {
+            self.dht.tick(now);
+        }
+        while !self.advert_retry.is_empty()
+            && self.dht.lookups_in_progress() < self.dht.config().max_lookups / 2
+        {
+            let key = self.advert_retry.remove(0);
+            self.publish_advert(key);
+        }
         let wall = now_ms();
         if self.fed.next_wakeup_ms().is_none_or(|t| t <= wall) {
             let peers = self.shared.peers.load(Ordering::Relaxed) as u64;
@@ -340,10 +398,11 @@ impl Driver {
     fn pump(&mut self) {
         for _ in 0..64 {
             let moved = self.poll_sessions();
+            let dht_moved = self.drain_dht();
             self.fed.flush();
             let mut outputs = std::mem::take(&mut self.outputs);
             self.fed.drain_outputs(&mut outputs);
-            if outputs.is_empty() && !moved {
+            if outputs.is_empty() && !moved && !dht_moved {
                 self.outputs = outputs;
                 break;
             }
@@ -421,6 +480,12 @@ impl Driver {
         }
         if seed {
             self.fed.join(FedIdentity { id: node_id, endpoint: addr, incarnation: 0 }, now);
+            // The DHT joins through the seeds too, over the same link.
+            self.endpoints.insert(node_id, addr);
+            let seed = Contact::new(DhtId(node_id), addr);
+            if let Err(e) = self.dht.bootstrap(&[seed], Instant::now()) {
+                tracing::debug!(error = %e, "DHT bootstrap not started");
+            }
         }
     }
 
@@ -483,7 +548,14 @@ impl Driver {
                 }
             }
             Output::MemberUp(m) => {
-                tracing::info!(node = %short(&m.id), endpoint = %m.endpoint, "federation member up")
+                tracing::info!(node = %short(&m.id), endpoint = %m.endpoint, "federation member up");
+                self.endpoints.insert(m.id, m.endpoint);
+                if self.dht.table().is_empty() {
+                    // A node without seeds joins the DHT through its first member.
+                    let _ = self
+                        .dht
+                        .bootstrap(&[Contact::new(DhtId(m.id), m.endpoint)], Instant::now());
+                }
             }
             Output::MemberDown(m) => {
                 tracing::warn!(node = %short(&m.id), endpoint = %m.endpoint, "federation member down")
@@ -571,7 +643,171 @@ impl Driver {
                 Some(self.fed.members())
             }
         };
-        self.status.update(self.fed.metrics(), self.counters, members);
+        let stats = *self.dht.stats();
+        let d = &mut self.dht_counters;
+        d.table_size = self.dht.table().len() as u64;
+        d.records = self.dht.records().len() as u64;
+        d.advertised = self.advertised.len() as u64;
+        d.lookups_done = stats.lookups_done;
+        d.lookups_started = stats.lookups_done + self.dht.lookups_in_progress() as u64;
+        d.lookup_hops = self.hops.median();
+        d.timeouts = stats.timeouts;
+        d.requests_in = stats.requests_in;
+        d.stores_refused = stats.stores_refused;
+        self.status.update(self.fed.metrics(), self.counters, self.dht_counters, members);
+    }
+
+    /// A DHT message from the node at the other end of a link.
+    fn dht_frame(&mut self, from: NodeId, frame: Frame) {
+        let Some(addr) = self.endpoint_of(&from) else {
+            self.dht_counters.unknown_senders += 1;
+            return;
+        };
+        let Ok(msg) = Message::try_from(frame) else { return };
+        self.dht.handle_message(DhtId(from), addr, msg, Instant::now());
+    }
+
+    /// Where `node` is reached: our link's address, or its SWIM / DHT endpoint.
+    fn endpoint_of(&mut self, node: &NodeId) -> Option<SocketAddr> {
+        if let Some(d) = self.links.dials.iter().find(|d| d.welcomed && d.node == Some(*node)) {
+            return Some(d.addr);
+        }
+        if let Some(a) = self.endpoints.get(node) {
+            return Some(*a);
+        }
+        let a = self.fed.members().into_iter().find(|m| m.id == *node).map(|m| m.endpoint)?;
+        self.endpoints.insert(*node, a);
+        Some(a)
+    }
+
+    fn drain_dht(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(out) = self.dht.poll_output() {
+            moved = true;
+            match out {
+                DhtOutput::Send { to, msg } => {
+                    self.send_to(to.id.0, Frame::from(msg), Some(to.addr))
+                }
+                DhtOutput::Done(result) => self.dht_done(result),
+                DhtOutput::Event(DhtEvent::ContactAdded(c)) => self.discovered(c),
+                DhtOutput::Event(DhtEvent::RecordStored { .. }) => {
+                    self.dht_counters.records_stored += 1
+                }
+                DhtOutput::Event(_) => {}
+            }
+        }
+        moved
+    }
+
+    /// A node the DHT found: join it to the federation unless SWIM has it already.
+    fn discovered(&mut self, c: Contact) {
+        self.endpoints.insert(c.id.0, c.addr);
+        if !self.fed.membership().is_reachable(&c.id.0) {
+            self.dht_counters.discovered += 1;
+            let identity = FedIdentity { id: c.id.0, endpoint: c.addr, incarnation: 0 };
+            self.fed.join(identity, now_ms());
+        }
+    }
+
+    fn dht_done(&mut self, result: LookupResult) {
+        self.hops.push(result.hops);
+        let Some(req) = self.dht_peer.remove(&result.id) else {
+            if result.kind == LookupKind::Bootstrap {
+                // Records stored before we had neighbours reached too few nodes.
+                let keys: Vec<DhtId> = self.advertised.keys().copied().collect();
+                for key in keys {
+                    if !self.advert_retry.contains(&key) {
+                        self.advert_retry.push(key);
+                    }
+                }
+            }
+            return;
+        };
+        let request_id = req.request_id;
+        let msg = match result.kind {
+            LookupKind::FindValue if !result.records.is_empty() => {
+                Message::Value { request_id, records: result.records.into_iter().take(K).collect() }
+            }
+            LookupKind::FindValue | LookupKind::FindNode => {
+                Message::Nodes { request_id, nodes: result.closest.into_iter().take(K).collect() }
+            }
+            LookupKind::Store if result.stored > 0 => Message::StoreOk { request_id },
+            _ => Message::error(request_id, ErrorCode::DeadlineExceeded),
+        };
+        self.pending[req.shard].push(ShardMsg::DhtAnswer { peer: req.peer, frame: msg.into() });
+    }
+
+    /// A peer's FIND_NODE / FIND_VALUE / STORE: a lookup on its behalf, answered when it
+    /// completes (docs/PROTOCOL.md §7.4).
+    fn peer_dht(&mut self, peer: [u8; 32], shard: usize, frame: Frame) {
+        let now = Instant::now();
+        self.dht_counters.peer_requests += 1;
+        let Ok(msg) = Message::try_from(frame) else { return };
+        let request_id = msg.request_id();
+        if !self.peer_limits.allow(peer, now) {
+            return self.refuse_peer(peer, shard, request_id, ErrorCode::RateLimited);
+        }
+        let started = match msg {
+            Message::FindNode { target, .. } => self.dht.start_lookup(Find::Node(target), now),
+            Message::FindValue { key, .. } => self.dht.start_lookup(Find::Value(key), now),
+            Message::Store { key, ttl_s, value, .. } => {
+                if self.advertised.contains_key(&key) {
+                    // The node's own advertisement: a peer may not replace it.
+                    return self.refuse_peer(peer, shard, request_id, ErrorCode::PermissionDenied);
+                }
+                let ttl = Duration::from_secs(ttl_s)
+                    .min(self.dht.config().max_ttl)
+                    .max(Duration::from_secs(1));
+                if !self.peer_limits.store(peer, key, ttl, now) {
+                    return self.refuse_peer(peer, shard, request_id, ErrorCode::RateLimited);
+                }
+                self.dht.store(key, value, ttl, Publish::Once, now)
+            }
+            _ => return,
+        };
+        match started {
+            Ok(id) => {
+                self.dht_peer.insert(id, PeerRequest { peer, shard, request_id });
+            }
+            Err(DhtError::Record(e)) => self.refuse_peer(peer, shard, request_id, e.code()),
+            Err(DhtError::Busy | DhtError::TooManyPublished) => {
+                self.refuse_peer(peer, shard, request_id, ErrorCode::RateLimited)
+            }
+        }
+    }
+
+    fn refuse_peer(&mut self, peer: [u8; 32], shard: usize, request_id: u64, code: ErrorCode) {
+        self.dht_counters.peer_refused += 1;
+        let frame = Message::error(request_id, code).into();
+        self.pending[shard].push(ShardMsg::DhtAnswer { peer, frame });
+    }
+
+    /// The first local provider of a procedure or subscriber of a pattern: advertise it.
+    fn advertise(&mut self, kind: Kind, realm: &[u8], name: &[u8]) {
+        let key = advert_key(kind, realm, name);
+        self.advertised.insert(key, advert_value(kind, realm, name, self.endpoint));
+        self.publish_advert(key);
+    }
+
+    /// The last one went: stop republishing; the stored copies expire with their TTL.
+    fn withdraw(&mut self, kind: Kind, realm: &[u8], name: &[u8]) {
+        let key = advert_key(kind, realm, name);
+        self.advertised.remove(&key);
+        self.advert_retry.retain(|k| *k != key);
+        self.dht.unpublish(&key);
+    }
+
+    fn publish_advert(&mut self, key: DhtId) {
+        let Some(value) = self.advertised.get(&key).cloned() else { return };
+        match self.dht.store(key, value, self.record_ttl, Publish::Republish, Instant::now()) {
+            Ok(_) => {}
+            Err(DhtError::Busy) => {
+                if !self.advert_retry.contains(&key) {
+                    self.advert_retry.push(key);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "DHT advertisement not stored"),
+        }
     }
 
     fn close_all(&mut self) {
@@ -591,4 +827,19 @@ fn short(id: &NodeId) -> String {
 
 fn gauge(g: &mut u64, up: bool) {
     *g = if up { *g + 1 } else { g.saturating_sub(1) };
+}
+
+/// The frames of the DHT between nodes (docs/PROTOCOL.md §7.4), OK and ERROR included: the
+/// federation sends neither on links.
+fn is_dht_frame(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::FindNode(_)
+            | Frame::FindValue(_)
+            | Frame::Nodes(_)
+            | Frame::Value(_)
+            | Frame::Store(_)
+            | Frame::Ok(_)
+            | Frame::Error(_)
+    )
 }

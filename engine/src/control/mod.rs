@@ -10,7 +10,12 @@
 //! - [`links`]: the outgoing links (dial, backoff, frames queued until WELCOME).
 //! - [`driver`]: the loop.
 //! - [`status`]: what `/metrics` and `/federation` show.
+//! - [`dht`]: the DHT's advertisement keys and values, peers' DHT requests, `fovea_dht_*`.
+//!
+//! The thread also owns a Kademlia `fovea_control::dht::DhtNode` (id: the node id, address:
+//! the advertised federation endpoint) whose messages travel on the federation links.
 
+pub mod dht;
 mod driver;
 mod links;
 pub mod status;
@@ -113,6 +118,15 @@ pub enum ControlMsg {
         code: u64,
         /// Reply or UTF-8 error message.
         payload: Bytes,
+    },
+    /// A peer's FIND_NODE, FIND_VALUE or STORE; answered with `ShardMsg::DhtAnswer` to `shard`.
+    DhtRequest {
+        /// The requesting peer.
+        peer: [u8; 32],
+        /// Its shard.
+        shard: usize,
+        /// The request.
+        frame: Frame,
     },
     /// A datagram for one of the outgoing links (from the UDP reader thread).
     Datagram {

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use fovea_control::federation::{FederationMetrics, MemberState, MemberView, NodeId};
 
+use super::dht::DhtCounters;
+
 /// The control thread's counters besides `FederationMetrics`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinkCounters {
@@ -33,6 +35,7 @@ pub struct LinkCounters {
 struct Snapshot {
     metrics: FederationMetrics,
     links: LinkCounters,
+    dht: DhtCounters,
     members: Vec<MemberView>,
 }
 
@@ -53,11 +56,13 @@ impl FederationStatus {
         &self,
         metrics: FederationMetrics,
         links: LinkCounters,
+        dht: DhtCounters,
         members: Option<Vec<MemberView>>,
     ) {
         let mut s = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
         s.metrics = metrics;
         s.links = links;
+        s.dht = dht;
         if let Some(m) = members {
             s.members = m;
         }
@@ -208,6 +213,7 @@ impl FederationStatus {
             let _ = writeln!(out, "# TYPE fovea_federation_{name} gauge");
             let _ = writeln!(out, "fovea_federation_{name} {v}");
         }
+        render_dht(&s.dht, out);
     }
 
     /// This node and its members as JSON (`/federation`).
@@ -244,6 +250,50 @@ impl FederationStatus {
     }
 }
 
+/// The `fovea_dht_*` families (docs/OPERATIONS.md, "Federation", "DHT").
+fn render_dht(d: &DhtCounters, out: &mut String) {
+    let gauges = [
+        ("table_size", "Contacts in the DHT routing table.", d.table_size),
+        ("records", "DHT records held for publishers (this node's own included).", d.records),
+        ("advertised", "Advertisement records this node publishes and republishes.", d.advertised),
+        ("lookup_hops", "Median hops of the last 64 completed DHT lookups.", d.lookup_hops),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP fovea_dht_{name} {help}");
+        let _ = writeln!(out, "# TYPE fovea_dht_{name} gauge");
+        let _ = writeln!(out, "fovea_dht_{name} {v}");
+    }
+    let counters = [
+        (
+            "lookups_started_total",
+            "DHT lookups started (bootstrap, refresh, find, store).",
+            d.lookups_started,
+        ),
+        ("lookups_completed_total", "DHT lookups completed.", d.lookups_done),
+        ("timeouts_total", "DHT requests to other nodes that timed out.", d.timeouts),
+        ("requests_total", "DHT requests from other nodes answered.", d.requests_in),
+        ("records_stored_total", "DHT STOREs accepted (renewals included).", d.records_stored),
+        ("stores_refused_total", "DHT STOREs refused by the record limits.", d.stores_refused),
+        ("peer_requests_total", "DHT requests from peers.", d.peer_requests),
+        (
+            "peer_refused_total",
+            "Peer DHT requests refused (rate, STORE limit, busy).",
+            d.peer_refused,
+        ),
+        (
+            "unknown_senders_total",
+            "DHT frames from nodes of unknown address (dropped).",
+            d.unknown_senders,
+        ),
+        ("discovered_total", "Nodes found by the DHT and joined to the federation.", d.discovered),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# HELP fovea_dht_{name} {help}");
+        let _ = writeln!(out, "# TYPE fovea_dht_{name} counter");
+        let _ = writeln!(out, "fovea_dht_{name} {v}");
+    }
+}
+
 fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -272,12 +322,15 @@ mod tests {
         let status = FederationStatus::new([0xab; 32], "eu\"1".into(), Arc::default());
         let metrics =
             FederationMetrics { members_alive: 2, forwarded_publishes: 7, ..Default::default() };
-        status.update(metrics, LinkCounters { links_out: 1, ..Default::default() }, Some(vec![]));
+        let links = LinkCounters { links_out: 1, ..Default::default() };
+        let dht = DhtCounters { table_size: 2, ..Default::default() };
+        status.update(metrics, links, dht, Some(vec![]));
         let mut text = String::new();
         status.render(&mut text);
         assert!(text.contains("fovea_federation_members{state=\"alive\"} 2\n"), "{text}");
         assert!(text.contains("fovea_federation_forwarded_publishes_total 7\n"));
         assert!(text.contains("fovea_federation_links{direction=\"out\"} 1\n"));
+        assert!(text.contains("fovea_dht_table_size 2\n"), "{text}");
         let json = status.to_json();
         assert!(json.starts_with("{\"node_id\":\"abab"), "{json}");
         assert!(json.contains("\"region\":\"eu\\\"1\""), "{json}");

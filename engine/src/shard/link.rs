@@ -10,6 +10,12 @@ use fovea_codec::Frame;
 use super::{ConnRef, Shard};
 use crate::control::{ControlLink, ControlMsg, LINK_REALM};
 
+/// Peers' DHT requests one shard passes to the control thread per second, all peers together;
+/// beyond, ERROR RATE_LIMITED at once. Bounds what peers can put in the control queue, which
+/// federation traffic shares; the per-peer limit (`federation.dht_peer_requests_per_s`) is the
+/// control thread's.
+pub(super) const DHT_REQUESTS_PER_SHARD: f64 = 2_000.0;
+
 impl Shard {
     /// Connects this shard to the control thread: the node federates.
     pub fn set_control(&mut self, link: ControlLink) {
@@ -56,6 +62,36 @@ impl Shard {
         let Some(conn) = self.conn_mut(r) else { return };
         let from = conn.peer_id;
         self.to_control(ControlMsg::LinkFrame { from, frame });
+    }
+
+    /// A DHT request (FIND_NODE, FIND_VALUE, STORE) of a peer: to the control thread when the
+    /// node federates (the answer comes back as `ShardMsg::DhtAnswer`), else ERROR UNSUPPORTED.
+    pub(super) fn dht_request(&mut self, r: ConnRef, request_id: u64, frame: Frame) {
+        if self.control.is_none() {
+            let code = fovea_codec::ErrorCode::Unsupported;
+            self.send_error(r, request_id, code, "DHT is not enabled on this node");
+            return;
+        }
+        let now = self.last_now;
+        let (tokens, at) = &mut self.dht_budget;
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * DHT_REQUESTS_PER_SHARD;
+        *tokens = (*tokens + refill).min(DHT_REQUESTS_PER_SHARD);
+        *at = now;
+        if *tokens < 1.0 {
+            let code = fovea_codec::ErrorCode::RateLimited;
+            self.send_error(r, request_id, code, "too many DHT requests");
+            return;
+        }
+        *tokens -= 1.0;
+        let Some(conn) = self.conn_mut(r) else { return };
+        let peer = conn.peer_id;
+        self.to_control(ControlMsg::DhtRequest { peer, shard: self.ctx.index, frame });
+    }
+
+    /// The control thread's answer to a DHT request of `peer`; dropped when it is gone.
+    pub(super) fn dht_answer(&mut self, peer: [u8; 32], frame: &Frame) {
+        let Some(&r) = self.by_peer.get(&peer) else { return };
+        self.send_session(r, frame);
     }
 
     /// Encoded frames from the control thread for the link of `to`; dropped when the link is

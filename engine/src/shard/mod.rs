@@ -106,6 +106,9 @@ pub struct Shard {
     moved: ahash::AHashMap<CidKey, (usize, Instant)>,
     moved_order: std::collections::VecDeque<(Instant, CidKey)>,
     by_peer: ahash::AHashMap<[u8; 32], ConnRef>,
+    /// Peers' DHT requests this shard may still pass to the control thread (tokens, refilled
+    /// at `link::DHT_REQUESTS_PER_SHARD` per second) and when it was last refilled.
+    dht_budget: (f64, Instant),
     dirty: Vec<ConnRef>,
     /// Connections whose input exceeded their frame budget: continued next turn.
     pending_input: Vec<ConnRef>,
@@ -148,6 +151,7 @@ impl Shard {
             moved: ahash::AHashMap::new(),
             moved_order: std::collections::VecDeque::new(),
             by_peer: ahash::AHashMap::new(),
+            dht_budget: (link::DHT_REQUESTS_PER_SHARD, now),
             dirty: Vec::new(),
             pending_input: Vec::new(),
             timers: BinaryHeap::new(),
@@ -487,6 +491,7 @@ impl Shard {
                 self.handle_rpc_message(now, msg)
             }
             ShardMsg::LinkSend { to, frames } => self.link_send(to, frames),
+            ShardMsg::DhtAnswer { peer, frame } => self.dht_answer(peer, &frame),
             other => self.handle_fanout_message(now, other),
         }
     }

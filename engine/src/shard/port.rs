@@ -206,6 +206,14 @@ pub enum ShardMsg {
         /// One or more whole frames.
         frames: Bytes,
     },
+    /// From the control thread: the answer (NODES, VALUE, OK or ERROR) to a DHT request of
+    /// `peer`, to write on its session stream.
+    DhtAnswer {
+        /// The requesting peer.
+        peer: [u8; 32],
+        /// The answer.
+        frame: fovea_codec::Frame,
+    },
     /// Whether a direct message reached its target, for the sender's shard.
     DirectResult {
         /// Sender.

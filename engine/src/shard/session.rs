@@ -225,9 +225,7 @@ impl Shard {
 
     fn handle_frame(&mut self, now: Instant, r: ConnRef, frame: Frame) {
         // Credentials, permissions and the publish rate (shard/auth.rs).
-        let Some(frame) = self.security_gate(now, r, frame) else {
-            return;
-        };
+        let Some(frame) = self.security_gate(now, r, frame) else { return };
         let phase = match self.conn_mut(r) {
             Some(c) => c.phase,
             None => return,
@@ -248,7 +246,15 @@ impl Shard {
             | Frame::ForwardPublish(_)
             | Frame::ForwardCall(_)
             | Frame::ForwardReply(_)
-            | Frame::Extension { frame_type: fovea_codec::frame::types::SWIM, .. })
+            | Frame::Extension { frame_type: fovea_codec::frame::types::SWIM, .. }
+            // DHT messages between nodes (docs/PROTOCOL.md §7.4), answers included.
+            | Frame::FindNode(_)
+            | Frame::FindValue(_)
+            | Frame::Nodes(_)
+            | Frame::Value(_)
+            | Frame::Store(_)
+            | Frame::Ok(_)
+            | Frame::Error(_))
                 if self.is_link(r) =>
             {
                 self.link_frame(r, frame)
@@ -292,24 +298,10 @@ impl Shard {
             }
             Frame::Send(s) => self.direct(now, r, s),
             Frame::PunchRequest(p) => self.punch_request(now, r, p),
-            Frame::FindNode(f) => self.send_error(
-                r,
-                f.request_id,
-                ErrorCode::Unsupported,
-                "DHT is not enabled on this node",
-            ),
-            Frame::FindValue(f) => self.send_error(
-                r,
-                f.request_id,
-                ErrorCode::Unsupported,
-                "DHT is not enabled on this node",
-            ),
-            Frame::Store(f) => self.send_error(
-                r,
-                f.request_id,
-                ErrorCode::Unsupported,
-                "DHT is not enabled on this node",
-            ),
+            // Served by the control thread's DHT when the node federates (shard/link.rs).
+            Frame::FindNode(f) => self.dht_request(r, f.request_id, Frame::FindNode(f)),
+            Frame::FindValue(f) => self.dht_request(r, f.request_id, Frame::FindValue(f)),
+            Frame::Store(f) => self.dht_request(r, f.request_id, Frame::Store(f)),
             // Frames only a node sends, or only federation links may send.
             _ => self.close_conn(r, ErrorCode::ProtocolViolation, "frame not allowed from a peer"),
         }
@@ -328,9 +320,7 @@ impl Shard {
 
     fn record_pong(&mut self, now: Instant, r: ConnRef, ping_id: u64) {
         let Some(conn) = self.conn_mut(r) else { return };
-        let Some((id, sent)) = conn.ping_outstanding else {
-            return;
-        };
+        let Some((id, sent)) = conn.ping_outstanding else { return };
         if id != ping_id {
             return;
         }
@@ -503,9 +493,7 @@ impl Shard {
     }
 
     fn drop_subs(&mut self, r: ConnRef, subs: Vec<(u64, fovea_codec::Pattern)>) {
-        let Some(realm) = self.conn_mut(r).and_then(|c| c.realm.clone()) else {
-            return;
-        };
+        let Some(realm) = self.conn_mut(r).and_then(|c| c.realm.clone()) else { return };
         for (sub_id, pattern) in subs {
             self.remove_sub(r, &realm, &pattern, sub_id);
         }

@@ -1,0 +1,222 @@
+//! The DHT between real `fovea` processes on loopback (docs/PROTOCOL.md §7.4): three nodes, B
+//! and C seeded with A, form a Kademlia network over their federation links; a procedure
+//! registered at C is advertised under its key and a peer's FIND_VALUE at A finds it; a peer's
+//! STORE at B is found by a peer at C; the records of a killed node expire after their TTL.
+//!
+//! Every wait has a deadline and returns as soon as its condition holds.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use fovea_codec::frame::{self, Frame};
+use fovea_control::federation::Kind;
+use fovea_engine::control::dht::{advert_endpoint, advert_key};
+
+/// Fast SWIM and a short record TTL (2 s, republished every second) for one host.
+const CONFIG_TOML: &str = "[federation]
+enabled = true
+sync_interval_ms = 200
+probe_interval_ms = 300
+probe_timeout_ms = 150
+suspect_timeout_ms = 1500
+redial_min_ms = 100
+redial_max_ms = 1000
+dht_record_ttl_s = 2
+dht_peer_requests_per_s = 1000
+";
+
+struct NodeProcess {
+    child: Child,
+    quic: SocketAddr,
+    http: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_node(tag: &str, seeds: &[SocketAddr]) -> NodeProcess {
+    let dir =
+        std::env::temp_dir().join(format!("fovea-dht-{tag}-{}-{}", std::process::id(), rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("fovea.toml");
+    std::fs::write(&config, CONFIG_TOML).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
+    cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shards", "2"])
+        .args(["--no-pin", "--log", "warn", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"));
+    for s in seeds {
+        cmd.arg("--seed").arg(s.to_string());
+    }
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fovea");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    NodeProcess { quic: field("quic="), http: field("metrics="), child, dir }
+}
+
+/// An unlabelled `fovea_dht_*` series.
+fn dht_metric(http: SocketAddr, series: &str) -> u64 {
+    let text = metrics_text(http);
+    let key = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(wait_until(WAIT, cond), "timed out waiting for {what}");
+}
+
+/// Three nodes, B and C seeded with A, once every DHT table holds the other two.
+fn three_nodes() -> [NodeProcess; 3] {
+    let a = spawn_node("a", &[]);
+    let b = spawn_node("b", &[a.quic]);
+    let c = spawn_node("c", &[a.quic]);
+    wait_for("every DHT table to hold the other two nodes", || {
+        [&a, &b, &c].iter().all(|n| dht_metric(n.http, "fovea_dht_table_size") >= 2)
+    });
+    [a, b, c]
+}
+
+/// Sends a DHT request on the session stream; returns the NODES, VALUE, OK or ERROR for it.
+fn dht_request(c: &mut TestClient, make: impl FnOnce(u64) -> Frame) -> Frame {
+    let request_id = c.request_id();
+    c.send_session(&make(request_id));
+    c.expect_frame(
+        |f| match f {
+            Frame::Nodes(n) => n.request_id == request_id,
+            Frame::Value(v) => v.request_id == request_id,
+            Frame::Ok(o) => o.request_id == request_id,
+            Frame::Error(e) => e.request_id == request_id,
+            _ => false,
+        },
+        WAIT,
+    )
+}
+
+fn find_value(c: &mut TestClient, key: [u8; 32]) -> Vec<frame::ValueRecord> {
+    match dht_request(c, |request_id| Frame::FindValue(frame::FindValue { request_id, key })) {
+        Frame::Value(v) => v.records,
+        Frame::Nodes(_) => Vec::new(),
+        other => panic!("FIND_VALUE answered with {other:?}"),
+    }
+}
+
+fn register(c: &mut TestClient, procedure: &str) {
+    let request_id = c.request_id();
+    c.send_session(&Frame::Register(frame::Register {
+        request_id,
+        procedure: procedure.parse().unwrap(),
+    }));
+    assert!(matches!(c.expect_response(request_id), Frame::Ok(_)), "REGISTER accepted");
+}
+
+#[test]
+fn three_nodes_form_the_dht_advertise_providers_and_serve_peers() {
+    let started = Instant::now();
+    let [a, b, c] = three_nodes();
+
+    // A provider at C is advertised; a peer at A finds the record naming C.
+    let mut provider = TestClient::connect(c.quic, "acme");
+    let c_id = provider.welcome.as_ref().unwrap().node_id;
+    register(&mut provider, "math.add");
+    wait_for("C's advertisement at A", || dht_metric(a.http, "fovea_dht_records") >= 1);
+    let key = advert_key(Kind::Registration, b"acme", b"math.add").0;
+    let mut peer_a = TestClient::connect(a.quic, "acme");
+    let records = find_value(&mut peer_a, key);
+    let rec = records.iter().find(|r| r.publisher == c_id).expect("a record published by C");
+    assert_eq!(advert_endpoint(&rec.value), Some(c.quic), "the record names C's endpoint");
+    assert!(rec.ttl_s >= 1 && rec.ttl_s <= 2, "TTL from the config: {}", rec.ttl_s);
+
+    // FIND_NODE lists the other nodes.
+    let target = [0x44; 32];
+    let Frame::Nodes(nodes) = dht_request(&mut peer_a, |request_id| {
+        Frame::FindNode(frame::FindNode { request_id, target })
+    }) else {
+        panic!("FIND_NODE answered with NODES")
+    };
+    assert!(nodes.nodes.len() >= 2, "{nodes:?}");
+
+    // A peer's STORE at B, found by a peer at C.
+    let mut peer_b = TestClient::connect(b.quic, "acme");
+    let b_id = peer_b.welcome.as_ref().unwrap().node_id;
+    let key = [0x5a; 32];
+    let value = Bytes::from_static(b"hello from a peer");
+    let stored = dht_request(&mut peer_b, |request_id| {
+        Frame::Store(frame::Store { request_id, key, ttl_s: 30, value: value.clone() })
+    });
+    assert!(matches!(stored, Frame::Ok(_)), "STORE accepted: {stored:?}");
+    let mut peer_c = TestClient::connect(c.quic, "acme");
+    let records = find_value(&mut peer_c, key);
+    assert!(
+        records.iter().any(|r| r.value == value && r.publisher == b_id),
+        "the stored record, published by B: {records:?}"
+    );
+    // A peer may not replace a node's own advertisement.
+    let key = advert_key(Kind::Registration, b"acme", b"math.add").0;
+    let refused = dht_request(&mut peer_c, |request_id| {
+        Frame::Store(frame::Store { request_id, key, ttl_s: 30, value: value.clone() })
+    });
+    assert!(matches!(&refused, Frame::Error(e) if e.code == 0x106), "{refused:?}");
+    assert!(dht_metric(a.http, "fovea_dht_lookups_completed_total") >= 1);
+    eprintln!("dht three nodes: {:?}", started.elapsed());
+}
+
+#[test]
+fn records_of_a_killed_node_expire_after_their_ttl() {
+    let started = Instant::now();
+    let [a, b, mut c] = three_nodes();
+    let mut provider = TestClient::connect(c.quic, "acme");
+    let c_id = provider.welcome.as_ref().unwrap().node_id;
+    register(&mut provider, "math.add");
+    let key = advert_key(Kind::Registration, b"acme", b"math.add").0;
+    let mut peer_a = TestClient::connect(a.quic, "acme");
+    wait_for("C's record at A", || {
+        find_value(&mut peer_a, key).iter().any(|r| r.publisher == c_id)
+    });
+
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    let killed = Instant::now();
+    wait_for("C's records to expire at A and B", || {
+        dht_metric(a.http, "fovea_dht_records") == 0 && dht_metric(b.http, "fovea_dht_records") == 0
+    });
+    let gone = killed.elapsed();
+    assert!(find_value(&mut peer_a, key).is_empty(), "no record left under the key");
+    // Republished every second with a 2 s TTL: gone within the TTL (plus housekeeping).
+    assert!(gone <= Duration::from_millis(4_500), "expired after {gone:?}");
+    eprintln!("dht expiry: {:?} after the kill, test {:?}", gone, started.elapsed());
+}
