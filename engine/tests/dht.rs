@@ -48,11 +48,15 @@ impl Drop for NodeProcess {
 }
 
 fn spawn_node(tag: &str, seeds: &[SocketAddr]) -> NodeProcess {
+    spawn_node_with(tag, seeds, CONFIG_TOML)
+}
+
+fn spawn_node_with(tag: &str, seeds: &[SocketAddr], toml: &str) -> NodeProcess {
     let dir =
         std::env::temp_dir().join(format!("fovea-dht-{tag}-{}-{}", std::process::id(), rand_u64()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("fovea.toml");
-    std::fs::write(&config, CONFIG_TOML).unwrap();
+    std::fs::write(&config, toml).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
     cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shards", "2"])
         .args(["--no-pin", "--log", "warn", "--config"])
@@ -219,4 +223,28 @@ fn records_of_a_killed_node_expire_after_their_ttl() {
     // Republished every second with a 2 s TTL: gone within the TTL (plus housekeeping).
     assert!(gone <= Duration::from_millis(4_500), "expired after {gone:?}");
     eprintln!("dht expiry: {:?} after the kill, test {:?}", gone, started.elapsed());
+}
+
+#[test]
+fn an_advertisement_made_before_the_others_joined_is_copied_to_them() {
+    let started = Instant::now();
+    // A TTL of an hour: republishing (at half of it) cannot be what brings the copies.
+    let toml = CONFIG_TOML.replace("dht_record_ttl_s = 2", "dht_record_ttl_s = 3600");
+    let a = spawn_node_with("a", &[], &toml);
+    let mut provider = TestClient::connect(a.quic, "acme");
+    let a_id = provider.welcome.as_ref().unwrap().node_id;
+    register(&mut provider, "math.add");
+    wait_for("A's own copy", || dht_metric(a.http, "fovea_dht_records") >= 1);
+    let b = spawn_node_with("b", &[a.quic], &toml);
+    let c = spawn_node_with("c", &[a.quic], &toml);
+    wait_for("copies of A's advertisement at B and C", || {
+        dht_metric(b.http, "fovea_dht_records") >= 1 && dht_metric(c.http, "fovea_dht_records") >= 1
+    });
+    let key = advert_key(Kind::Registration, b"acme", b"math.add").0;
+    let mut peer_c = TestClient::connect(c.quic, "acme");
+    let records = find_value(&mut peer_c, key);
+    let rec = records.iter().find(|r| r.publisher == a_id).expect("a record published by A");
+    assert!(rec.ttl_s > 3000, "the configured TTL: {}", rec.ttl_s);
+    assert_eq!(dht_metric(a.http, "fovea_dht_advertised"), 1);
+    eprintln!("dht late joiners: {:?}", started.elapsed());
 }

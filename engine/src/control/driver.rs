@@ -32,6 +32,8 @@ use crate::shard::{owner_shard, CallOutcome, NodeShared, ShardMsg};
 const MAX_WAIT: Duration = Duration::from_millis(250);
 /// Members list for the status (it allocates) at most this often.
 const MEMBERS_REFRESH: Duration = Duration::from_millis(500);
+/// Delay of a round of re-stored advertisements after a bootstrap or a join (coalesces joins).
+const READVERTISE_DELAY: Duration = Duration::from_millis(500);
 /// Messages handled per wake-up before outputs are routed (latency of the first ones).
 const BATCH: usize = 1024;
 
@@ -74,6 +76,10 @@ pub(super) struct Driver {
     advertised: HashMap<DhtId, Bytes>,
     /// Advertisements waiting for a free lookup slot (or re-stored after a bootstrap).
     advert_retry: Vec<DhtId>,
+    /// When to store every advertisement again: after a bootstrap, and after a contact joined
+    /// a table of at most k (in a small network every newcomer is among the k closest to every
+    /// key). Coalesces a burst of joins into one round.
+    readvertise_at: Option<Instant>,
     record_ttl: Duration,
     endpoint: SocketAddr,
     /// Federation endpoints of nodes (SWIM members, DHT contacts).
@@ -182,6 +188,7 @@ impl Driver {
             dht_peer: HashMap::new(),
             advertised: HashMap::new(),
             advert_retry: Vec::new(),
+            readvertise_at: None,
             record_ttl,
             endpoint: params.advertise,
             endpoints: HashMap::new(),
@@ -241,6 +248,9 @@ impl Driver {
         at = at.min(self.dht.poll_timeout().max(now));
         if !self.advert_retry.is_empty() {
             at = at.min(now + Duration::from_millis(50));
+        }
+        if let Some(t) = self.readvertise_at {
+            at = at.min(t.max(now));
         }
         if self.pending.iter().any(|p| !p.is_empty()) {
             // A shard inbox was full: try again soon.
@@ -378,6 +388,15 @@ impl Driver {
         }
         if self.dht.poll_timeout() <= now {
             self.dht.tick(now);
+        }
+        if self.readvertise_at.is_some_and(|t| t <= now) {
+            self.readvertise_at = None;
+            let keys: Vec<DhtId> = self.advertised.keys().copied().collect();
+            for key in keys {
+                if !self.advert_retry.contains(&key) {
+                    self.advert_retry.push(key);
+                }
+            }
         }
         while !self.advert_retry.is_empty()
             && self.dht.lookups_in_progress() < self.dht.config().max_lookups / 2
@@ -657,6 +676,12 @@ impl Driver {
         self.status.update(self.fed.metrics(), self.counters, self.dht_counters, members);
     }
 
+    fn readvertise_soon(&mut self) {
+        if !self.advertised.is_empty() {
+            self.readvertise_at.get_or_insert(Instant::now() + READVERTISE_DELAY);
+        }
+    }
+
     /// A DHT message from the node at the other end of a link.
     fn dht_frame(&mut self, from: NodeId, frame: Frame) {
         let Some(addr) = self.endpoint_of(&from) else {
@@ -702,6 +727,9 @@ impl Driver {
     /// A node the DHT found: join it to the federation unless SWIM has it already.
     fn discovered(&mut self, c: Contact) {
         self.endpoints.insert(c.id.0, c.addr);
+        if self.dht.table().len() <= K {
+            self.readvertise_soon();
+        }
         if !self.fed.membership().is_reachable(&c.id.0) {
             self.dht_counters.discovered += 1;
             let identity = FedIdentity { id: c.id.0, endpoint: c.addr, incarnation: 0 };
@@ -714,12 +742,7 @@ impl Driver {
         let Some(req) = self.dht_peer.remove(&result.id) else {
             if result.kind == LookupKind::Bootstrap {
                 // Records stored before we had neighbours reached too few nodes.
-                let keys: Vec<DhtId> = self.advertised.keys().copied().collect();
-                for key in keys {
-                    if !self.advert_retry.contains(&key) {
-                        self.advert_retry.push(key);
-                    }
-                }
+                self.readvertise_soon();
             }
             return;
         };
