@@ -199,6 +199,13 @@ macro_rules! text_type {
                 &self.0
             }
 
+            /// The same text in an allocation of its own. A decoded value is a slice of the
+            /// frame's receive buffer and keeps all of that buffer alive: copy what outlives
+            /// the frame (a session's realm, a stored subscription pattern).
+            pub fn detach(&self) -> Self {
+                Self(Bytes::copy_from_slice(&self.0))
+            }
+
             /// Validates a static string; panics when invalid (tests and constants).
             pub fn from_static(s: &'static str) -> Self {
                 Self::new(Bytes::from_static(s.as_bytes())).expect("valid static text")
@@ -524,6 +531,18 @@ mod tests {
             let rules = validate(c.as_bytes(), false, TOPIC_LEN_MAX).ok();
             assert_eq!(plain_depth(c.as_bytes()), rules, "{c:?}");
         }
+    }
+
+    #[test]
+    fn detach_copies_out_of_the_buffer_it_was_sliced_from() {
+        let frame = Bytes::from(b"xxacme.roomsyy".to_vec());
+        let realm = Realm::new(frame.slice(2..6)).unwrap();
+        let pattern = Pattern::new(frame.slice(2..11)).unwrap();
+        let (r, p) = (realm.detach(), pattern.detach());
+        assert_eq!((r.as_str(), p.as_str()), ("acme", "acme.room"));
+        let inside = |b: &[u8]| frame.as_ptr_range().contains(&b.as_ptr());
+        assert!(inside(realm.as_bytes()) && inside(pattern.as_bytes()), "slices share the frame");
+        assert!(!inside(r.as_bytes()) && !inside(p.as_bytes()), "detached copies do not");
     }
 
     #[test]

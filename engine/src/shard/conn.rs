@@ -213,6 +213,11 @@ impl Conn {
         for (id, buf) in
             [(SESSION_STREAM, &mut self.session_rx), (CLIENT_DATA_STREAM, &mut self.data_rx)]
         {
+            // Most datagrams carry only ACKs: without this check every one of them would
+            // allocate (and release) a 16 KiB read buffer per stream.
+            if !self.quic.stream_readable(id) {
+                continue;
+            }
             while buf.len() < cap {
                 buf.reserve(16 * 1024);
                 match self.quic.stream_recv_buf(id, &mut *buf) {

@@ -118,6 +118,9 @@ impl Shard {
         if conn.subs.len() >= max_subs {
             return Err(ErrorCode::TooManySubscriptions);
         }
+        // Kept for the subscription's life (and sent to other shards): its own allocation, not
+        // a slice of the receive buffer.
+        let pattern = pattern.detach();
         conn.subs.insert(sub_id, pattern.clone());
         let state = self.fanout.realms.entry(realm.clone()).or_default();
         let leaf = state.subs.entry(&pattern);

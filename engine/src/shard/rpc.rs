@@ -117,6 +117,7 @@ impl Shard {
         if conn.registrations.len() >= max {
             return Err(err(ErrorCode::TooManyRegistrations, "max_registrations_per_peer reached"));
         }
+        let procedure = procedure.detach();
         conn.registrations.push(procedure.clone());
         if !self.has_own_provider(&realm, &procedure) {
             self.report_provider(Op::Add, &realm, &procedure);

@@ -351,7 +351,9 @@ impl Shard {
             conn.peer_id = hello.peer_id;
             // Flag bit 0 means something only on a node that federates (`link_up`).
             conn.federation = hello.flags & 1 != 0;
-            conn.realm = Some(hello.realm.clone());
+            // Detached: the session keeps its realm, which would otherwise pin the whole
+            // receive buffer HELLO arrived in (tens of KiB per idle peer).
+            conn.realm = Some(hello.realm.detach());
         }
         if owner != self.ctx.index {
             // The HELLO was consumed from the buffer; put it back so the owner sees it first.
