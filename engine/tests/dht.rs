@@ -248,3 +248,51 @@ fn an_advertisement_made_before_the_others_joined_is_copied_to_them() {
     assert_eq!(dht_metric(a.http, "fovea_dht_advertised"), 1);
     eprintln!("dht late joiners: {:?}", started.elapsed());
 }
+
+/// The value of an unlabelled federation series.
+fn remote_interests(n: &NodeProcess) -> u64 {
+    dht_metric(n.http, "fovea_federation_remote_interests")
+}
+
+fn signal(n: &NodeProcess, sig: i32) {
+    // SAFETY: a plain kill(2) on the child we spawned.
+    let rc = unsafe { libc::kill(n.child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill({sig})");
+}
+
+/// B is cut off by freezing its process (SIGSTOP: no datagram in or out, its sockets and
+/// connections intact), then healed (SIGCONT): A and C drop B's interest and B's DHT records
+/// expire; after the heal both come back (SWIM rejoin, anti-entropy, republish).
+#[test]
+fn a_partitioned_node_is_forgotten_and_returns_after_the_heal() {
+    let started = Instant::now();
+    let [a, b, c] = three_nodes();
+    let mut sub = TestClient::connect(b.quic, "acme");
+    let b_id = sub.welcome.as_ref().unwrap().node_id;
+    sub.subscribe(1, "part.*");
+    let key = advert_key(Kind::Interest, b"acme", b"part.*").0;
+    let mut peer_a = TestClient::connect(a.quic, "acme");
+    let names_b = |peer: &mut TestClient| find_value(peer, key).iter().any(|r| r.publisher == b_id);
+    wait_for("B's interest at A and C", || remote_interests(&a) == 1 && remote_interests(&c) == 1);
+    wait_for("B's record found at A", || names_b(&mut peer_a));
+
+    signal(&b, libc::SIGSTOP);
+    let cut = Instant::now();
+    wait_for("A and C to drop B's interest", || {
+        remote_interests(&a) == 0 && remote_interests(&c) == 0
+    });
+    wait_for("B's record to expire", || !names_b(&mut peer_a));
+    let forgotten = cut.elapsed();
+
+    signal(&b, libc::SIGCONT);
+    let healed = Instant::now();
+    wait_for("B's interest back at A and C", || {
+        remote_interests(&a) == 1 && remote_interests(&c) == 1
+    });
+    wait_for("B's record back at A", || names_b(&mut peer_a));
+    eprintln!(
+        "dht partition: forgotten after {forgotten:?}, back {:?} after the heal, test {:?}",
+        healed.elapsed(),
+        started.elapsed()
+    );
+}

@@ -32,6 +32,8 @@ use crate::shard::{owner_shard, CallOutcome, NodeShared, ShardMsg};
 const MAX_WAIT: Duration = Duration::from_millis(250);
 /// Members list for the status (it allocates) at most this often.
 const MEMBERS_REFRESH: Duration = Duration::from_millis(500);
+/// Nodes joined again per rejoin pass at most.
+const REJOIN_MAX: usize = 8;
 /// Delay of a round of re-stored advertisements after a bootstrap or a join (coalesces joins).
 const READVERTISE_DELAY: Duration = Duration::from_millis(500);
 /// Messages handled per wake-up before outputs are routed (latency of the first ones).
@@ -80,6 +82,10 @@ pub(super) struct Driver {
     /// a table of at most k (in a small network every newcomer is among the k closest to every
     /// key). Coalesces a burst of joins into one round.
     readvertise_at: Option<Instant>,
+    /// Next pass that joins again the seeds and DHT contacts SWIM holds as down (heals a
+    /// partition after which both sides declared each other down), and its period.
+    rejoin_at: Instant,
+    rejoin_every: Duration,
     record_ttl: Duration,
     endpoint: SocketAddr,
     /// Federation endpoints of nodes (SWIM members, DHT contacts).
@@ -156,6 +162,7 @@ impl Driver {
             Instant::now(),
         );
         let record_ttl = Duration::from_secs(f.dht_record_ttl_s);
+        let rejoin_every = Duration::from_millis(f.suspect_timeout_ms.max(f.probe_interval_ms));
         let peer_limits = PeerLimits::new(f.dht_peer_requests_per_s, f.dht_peer_stores);
         Ok(Driver {
             fed,
@@ -189,6 +196,8 @@ impl Driver {
             advertised: HashMap::new(),
             advert_retry: Vec::new(),
             readvertise_at: None,
+            rejoin_at: Instant::now(),
+            rejoin_every,
             record_ttl,
             endpoint: params.advertise,
             endpoints: HashMap::new(),
@@ -252,6 +261,7 @@ impl Driver {
         if let Some(t) = self.readvertise_at {
             at = at.min(t.max(now));
         }
+        at = at.min(self.rejoin_at.max(now));
         if self.pending.iter().any(|p| !p.is_empty()) {
             // A shard inbox was full: try again soon.
             at = at.min(now + Duration::from_millis(1));
@@ -388,6 +398,10 @@ impl Driver {
         }
         if self.dht.poll_timeout() <= now {
             self.dht.tick(now);
+        }
+        if self.rejoin_at <= now {
+            self.rejoin_at = now + self.rejoin_every;
+            self.rejoin_unreachable();
         }
         if self.readvertise_at.is_some_and(|t| t <= now) {
             self.readvertise_at = None;
@@ -674,6 +688,29 @@ impl Driver {
         d.requests_in = stats.requests_in;
         d.stores_refused = stats.stores_refused;
         self.status.update(self.fed.metrics(), self.counters, self.dht_counters, members);
+    }
+
+    /// Joins again (SWIM announce) up to `REJOIN_MAX` nodes that SWIM holds as down or does not
+    /// know but that we still reach: seeds with a link up, and DHT contacts. After a partition
+    /// both sides may have declared each other down, and SWIM alone never probes a down member
+    /// again; the announce makes the other side tell us (we renew our identity) or take us back.
+    fn rejoin_unreachable(&mut self) {
+        let mut nodes: Vec<(NodeId, SocketAddr)> = self
+            .links
+            .dials
+            .iter()
+            .filter(|d| d.seed && d.welcomed)
+            .filter_map(|d| d.node.map(|n| (n, d.addr)))
+            .collect();
+        nodes.extend(self.dht.table().contacts().map(|c| (c.id.0, c.addr)));
+        let membership = self.fed.membership();
+        nodes.retain(|(n, _)| !membership.is_reachable(n));
+        nodes.sort_unstable();
+        nodes.dedup_by_key(|(n, _)| *n);
+        let now = now_ms();
+        for (id, endpoint) in nodes.into_iter().take(REJOIN_MAX) {
+            self.fed.join(FedIdentity { id, endpoint, incarnation: 0 }, now);
+        }
     }
 
     fn readvertise_soon(&mut self) {
