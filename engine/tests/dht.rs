@@ -1,7 +1,9 @@
 //! The DHT between real `fovea` processes on loopback (docs/PROTOCOL.md §7.4): three nodes, B
 //! and C seeded with A, form a Kademlia network over their federation links; a procedure
 //! registered at C is advertised under its key and a peer's FIND_VALUE at A finds it; a peer's
-//! STORE at B is found by a peer at C; the records of a killed node expire after their TTL.
+//! STORE at B is found by a peer at C; the records of a killed node expire after their TTL; an
+//! advertisement made before the others joined is copied to them; a node partitioned by
+//! SIGSTOP is forgotten and returns after SIGCONT; a peer beyond its DHT limits is refused.
 //!
 //! Every wait has a deadline and returns as soon as its condition holds.
 
@@ -295,4 +297,57 @@ fn a_partitioned_node_is_forgotten_and_returns_after_the_heal() {
         healed.elapsed(),
         started.elapsed()
     );
+}
+
+/// A lone federating node (in-process) serves peers' DHT requests within its per-peer limits:
+/// requests per second, then live records stored per peer.
+#[test]
+fn a_peer_beyond_its_dht_limits_is_refused() {
+    let mut config = test_config(1);
+    config.federation.enabled = true;
+    config.federation.dht_peer_requests_per_s = 3;
+    config.federation.dht_peer_stores = 1;
+    let node = start_node(config);
+    let mut peer = TestClient::connect(node.quic_addr, "acme");
+    // Three requests at once pass (a full bucket), the fourth is refused.
+    let ids: Vec<u64> = (0..4)
+        .map(|_| {
+            let request_id = peer.request_id();
+            let target = [0x44; 32];
+            peer.send_session(&Frame::FindNode(frame::FindNode { request_id, target }));
+            request_id
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let f = peer.expect_frame(
+            |f| match f {
+                Frame::Nodes(n) => n.request_id == *id,
+                Frame::Error(e) => e.request_id == *id,
+                _ => false,
+            },
+            WAIT,
+        );
+        match (i, f) {
+            (0..=2, Frame::Nodes(n)) => assert!(n.nodes.is_empty(), "a lone node knows no one"),
+            (3, Frame::Error(e)) => assert_eq!(e.code, 0x107, "RATE_LIMITED"),
+            (i, f) => panic!("request {i}: {f:?}"),
+        }
+    }
+
+    // One live record per peer: a second key is refused, the first one renewed.
+    let mut peer = TestClient::connect(node.quic_addr, "acme");
+    let store = |peer: &mut TestClient, key: [u8; 32]| {
+        let value = Bytes::from_static(b"v");
+        dht_request(peer, |request_id| {
+            Frame::Store(frame::Store { request_id, key, ttl_s: 60, value })
+        })
+    };
+    assert!(matches!(store(&mut peer, [1; 32]), Frame::Ok(_)));
+    assert!(matches!(store(&mut peer, [2; 32]), Frame::Error(e) if e.code == 0x107));
+    assert!(matches!(store(&mut peer, [1; 32]), Frame::Ok(_)), "a renewal");
+    let mut other = TestClient::connect(node.quic_addr, "acme");
+    let records = find_value(&mut other, [1; 32]);
+    assert_eq!(records.len(), 1);
+    assert_eq!(&records[0].value[..], b"v");
+    node.shutdown();
 }
