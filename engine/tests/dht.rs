@@ -198,6 +198,10 @@ fn three_nodes_form_the_dht_advertise_providers_and_serve_peers() {
     });
     assert!(matches!(&refused, Frame::Error(e) if e.code == 0x106), "{refused:?}");
     assert!(dht_metric(a.http, "fovea_dht_lookups_completed_total") >= 1);
+    for n in [&a, &b, &c] {
+        // A dialing node's first DHT frames wait for its SWIM join instead of being dropped.
+        assert_eq!(dht_metric(n.http, "fovea_dht_unknown_senders_total"), 0);
+    }
     eprintln!("dht three nodes: {:?}", started.elapsed());
 }
 

@@ -32,6 +32,10 @@ use crate::shard::{owner_shard, CallOutcome, NodeShared, ShardMsg};
 const MAX_WAIT: Duration = Duration::from_millis(250);
 /// Members list for the status (it allocates) at most this often.
 const MEMBERS_REFRESH: Duration = Duration::from_millis(500);
+/// DHT frames held for nodes of unknown endpoint, in all and per node; beyond, dropped and
+/// counted (`fovea_dht_unknown_senders_total`).
+const DHT_WAITING_MAX: usize = 256;
+const DHT_WAITING_PER_NODE: usize = 16;
 /// Nodes joined again per rejoin pass at most.
 const REJOIN_MAX: usize = 8;
 /// Delay of a round of re-stored advertisements after a bootstrap or a join (coalesces joins).
@@ -90,6 +94,9 @@ pub(super) struct Driver {
     endpoint: SocketAddr,
     /// Federation endpoints of nodes (SWIM members, DHT contacts).
     endpoints: HashMap<NodeId, SocketAddr>,
+    /// DHT frames from nodes whose endpoint is not known yet (a dialing node's first FIND_NODE
+    /// can arrive right behind its SWIM join, before the member is up): replayed at MemberUp.
+    dht_waiting: HashMap<NodeId, Vec<Frame>>,
     peer_limits: PeerLimits,
     dht_counters: DhtCounters,
     hops: Hops,
@@ -201,6 +208,7 @@ impl Driver {
             record_ttl,
             endpoint: params.advertise,
             endpoints: HashMap::new(),
+            dht_waiting: HashMap::new(),
             peer_limits,
             dht_counters: DhtCounters::default(),
             hops: Hops::default(),
@@ -287,6 +295,9 @@ impl Driver {
             ControlMsg::LinkDown { node, shard } => {
                 if self.incoming.get(&node) == Some(&shard) {
                     self.incoming.remove(&node);
+                    if let Some(frames) = self.dht_waiting.remove(&node) {
+                        self.dht_counters.unknown_senders += frames.len() as u64;
+                    }
                 }
             }
             ControlMsg::LinkFrame { from, frame } => self.on_link_frame(from, &frame, now),
@@ -583,6 +594,9 @@ impl Driver {
             Output::MemberUp(m) => {
                 tracing::info!(node = %short(&m.id), endpoint = %m.endpoint, "federation member up");
                 self.endpoints.insert(m.id, m.endpoint);
+                for frame in self.dht_waiting.remove(&m.id).unwrap_or_default() {
+                    self.dht_frame(m.id, frame);
+                }
                 if self.dht.table().is_empty() {
                     // A node without seeds joins the DHT through its first member.
                     let _ = self
@@ -722,7 +736,13 @@ impl Driver {
     /// A DHT message from the node at the other end of a link.
     fn dht_frame(&mut self, from: NodeId, frame: Frame) {
         let Some(addr) = self.endpoint_of(&from) else {
-            self.dht_counters.unknown_senders += 1;
+            let held: usize = self.dht_waiting.values().map(Vec::len).sum();
+            let node = self.dht_waiting.entry(from).or_default();
+            if held < DHT_WAITING_MAX && node.len() < DHT_WAITING_PER_NODE {
+                node.push(frame);
+            } else {
+                self.dht_counters.unknown_senders += 1;
+            }
             return;
         };
         let Ok(msg) = Message::try_from(frame) else { return };
