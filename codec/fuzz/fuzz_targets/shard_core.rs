@@ -274,6 +274,9 @@ struct Client {
     unsent: Vec<(u64, Bytes)>,
     /// Dropping everything to and from this client (a vanished peer).
     muted: bool,
+    /// Was muted at some point: it may have missed its close (quiche does not repeat a
+    /// CONNECTION_CLOSE to a peer that says nothing), so its view of the session is no evidence.
+    muted_once: bool,
     welcomed: bool,
     /// The node closed the session (close seen, or GOODBYE/REPLACED announced).
     ended: bool,
@@ -308,6 +311,7 @@ impl Client {
             rx: [BytesMut::new(), BytesMut::new()],
             unsent: Vec::new(),
             muted: false,
+            muted_once: false,
             welcomed: false,
             ended: false,
             pongs: Vec::new(),
@@ -430,7 +434,7 @@ impl Client {
     fn live_session(&self) -> bool {
         self.welcomed
             && !self.ended
-            && !self.muted
+            && !self.muted_once
             && !self.conn.is_closed()
             && !self.conn.is_draining()
             && self.conn.local_error().is_none()
@@ -604,6 +608,28 @@ impl Pipe {
 
     /// Claims 2 and 3 after an action.
     fn check(&mut self) {
+        if trace() {
+            let m = &self.metrics;
+            eprintln!(
+                "  connections {} peers {} subscriptions {}",
+                m.connections.load(Relaxed),
+                m.peers.load(Relaxed),
+                m.subscriptions.load(Relaxed)
+            );
+            for (i, c) in self.clients.iter().enumerate() {
+                if let Some(c) = c {
+                    eprintln!(
+                        "  client {i} {}: welcomed {} ended {} muted {} closed {} peer_error {:?}",
+                        c.addr,
+                        c.welcomed,
+                        c.ended,
+                        c.muted,
+                        c.conn.is_closed(),
+                        c.conn.peer_error()
+                    );
+                }
+            }
+        }
         for c in self.clients.iter_mut().flatten().chain(std::iter::once(&mut self.witness)) {
             c.check_close();
         }
@@ -739,6 +765,12 @@ fn action(kind: u8) -> Action {
     }
 }
 
+/// `FOVEA_FUZZ_TRACE=1` when replaying: print each action and the clients' state after it.
+fn trace() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FOVEA_FUZZ_TRACE").is_some())
+}
+
 fn run(data: &[u8]) {
     let mut input = Input(data);
     let control = input.byte();
@@ -752,12 +784,19 @@ fn run(data: &[u8]) {
         let kind = input.byte();
         let i = usize::from(kind >> 4) % CLIENTS;
         let stream = if input.byte() & 1 == 0 { 0 } else { 2 };
+        if trace() {
+            eprintln!("action {:?} client {i} stream {stream}", action(kind));
+        }
         match action(kind) {
             Action::Frames => {
                 let n = usize::from(input.byte() % 4) + 1;
                 let mut bytes = BytesMut::new();
                 for _ in 0..n {
-                    input.frame().encode(&mut bytes);
+                    let frame = input.frame();
+                    if trace() {
+                        eprintln!("  {frame:?}");
+                    }
+                    frame.encode(&mut bytes);
                 }
                 if let Some(c) = pipe.clients[i].as_mut() {
                     c.write(stream, bytes.freeze());
@@ -831,6 +870,7 @@ fn run(data: &[u8]) {
             Action::Mute => {
                 if let Some(c) = pipe.clients[i].as_mut() {
                     c.muted = !c.muted;
+                    c.muted_once = true;
                 }
             }
         }
