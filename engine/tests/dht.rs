@@ -3,7 +3,8 @@
 //! registered at C is advertised under its key and a peer's FIND_VALUE at A finds it; a peer's
 //! STORE at B is found by a peer at C; the records of a killed node expire after their TTL; an
 //! advertisement made before the others joined is copied to them; a node partitioned by
-//! SIGSTOP is forgotten and returns after SIGCONT; a peer beyond its DHT limits is refused.
+//! SIGSTOP is forgotten and returns after SIGCONT; a peer beyond its DHT limits is refused; a
+//! withdrawn advertisement expires while a live one is republished.
 //!
 //! Every wait has a deadline and returns as soon as its condition holds.
 
@@ -133,11 +134,19 @@ fn dht_request(c: &mut TestClient, make: impl FnOnce(u64) -> Frame) -> Frame {
     )
 }
 
+/// The records a FIND_VALUE finds. A poll may outrun the per-peer rate limit: RATE_LIMITED is
+/// asked again (the client reads for 10 ms in between), never taken for "no record".
 fn find_value(c: &mut TestClient, key: [u8; 32]) -> Vec<frame::ValueRecord> {
-    match dht_request(c, |request_id| Frame::FindValue(frame::FindValue { request_id, key })) {
-        Frame::Value(v) => v.records,
-        Frame::Nodes(_) => Vec::new(),
-        other => panic!("FIND_VALUE answered with {other:?}"),
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match dht_request(c, |request_id| Frame::FindValue(frame::FindValue { request_id, key })) {
+            Frame::Value(v) => return v.records,
+            Frame::Nodes(_) => return Vec::new(),
+            Frame::Error(e) if e.code == 0x107 && Instant::now() < deadline => {
+                c.pump_for(Duration::from_millis(10))
+            }
+            other => panic!("FIND_VALUE answered with {other:?}"),
+        }
     }
 }
 
@@ -354,4 +363,34 @@ fn a_peer_beyond_its_dht_limits_is_refused() {
     assert_eq!(records.len(), 1);
     assert_eq!(&records[0].value[..], b"v");
     node.shutdown();
+}
+
+/// The last local provider of one procedure goes: its record expires, while the record of a
+/// procedure still provided is republished (it outlives its 2 s TTL).
+#[test]
+fn a_withdrawn_advertisement_expires_and_a_live_one_is_republished() {
+    let [a, _b, c] = three_nodes();
+    let mut provider = TestClient::connect(c.quic, "acme");
+    let c_id = provider.welcome.as_ref().unwrap().node_id;
+    register(&mut provider, "math.add");
+    register(&mut provider, "math.mul");
+    let add = advert_key(Kind::Registration, b"acme", b"math.add").0;
+    let mul = advert_key(Kind::Registration, b"acme", b"math.mul").0;
+    let mut peer_a = TestClient::connect(a.quic, "acme");
+    let names_c =
+        |peer: &mut TestClient, key| find_value(peer, key).iter().any(|r| r.publisher == c_id);
+    wait_for("both records at A", || names_c(&mut peer_a, add) && names_c(&mut peer_a, mul));
+    wait_for("C to advertise two names", || dht_metric(c.http, "fovea_dht_advertised") == 2);
+
+    let request_id = provider.request_id();
+    provider.send_session(&Frame::Unregister(frame::Unregister {
+        request_id,
+        procedure: "math.mul".parse().unwrap(),
+    }));
+    assert!(matches!(provider.expect_response(request_id), Frame::Ok(_)));
+    let withdrawn = Instant::now();
+    wait_for("math.mul's record to expire", || !names_c(&mut peer_a, mul));
+    assert!(withdrawn.elapsed() >= Duration::from_millis(500), "left to expire, not deleted");
+    assert_eq!(dht_metric(c.http, "fovea_dht_advertised"), 1);
+    assert!(names_c(&mut peer_a, add), "math.add's record republished past its TTL");
 }
