@@ -68,3 +68,48 @@ fn only_dead_nodes_give_up_after_the_attempts_with_exit_2() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("refused") && err.contains("after 3 attempts"), "{err}");
 }
+
+/// One counter of a node (the `shard="all"` row of its /metrics).
+fn metric(http: SocketAddr, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let key = format!("{name}{{shard=\"all\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn peers_of_a_node_that_goes_away_mid_run_move_to_the_next_node() {
+    let first = common::start_node(1);
+    let second = common::start_node(1);
+    let (first_http, second_http) = (first.http_addr, second.http_addr);
+    let mut c = common::common(&first).with_nodes(vec![first.quic_addr, second.quic_addr]);
+    c.duration_s = 3.0;
+    c.reconnect_attempts = 5;
+    // Pings lost at the close never come back: do not wait long for them.
+    c.drain_timeout_s = 1.0;
+    let p = Pingpong { connections: 8, rate: 200.0, arrivals: Arrivals::Uniform };
+    // The first node drains (GOODBYE, close) once it has answered some of the run's pings.
+    let killer = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metric(first_http, "fovea_pings_answered_total") < 50 {
+            assert!(std::time::Instant::now() < deadline, "the run never reached the first node");
+            std::thread::yield_now();
+        }
+        first.shutdown();
+    });
+    let r = fovea_flood::pingpong(&c, &p).expect("the run completes");
+    killer.join().unwrap();
+    // Every peer had a session on each node, and each lost one close (SHUTTING_DOWN) on the
+    // way; pings in flight at the close are lost, nothing else.
+    assert_eq!(r.num("connected"), 16.0, "{}", r.human);
+    assert_eq!(r.num("errors"), 8.0, "{}", r.human);
+    assert!(metric(second_http, "fovea_handshakes_total") >= 8, "every peer reconnected there");
+    let answered_later = metric(second_http, "fovea_pings_answered_total");
+    assert!(answered_later > 100, "the second node served the rest: {answered_later} pings");
+    assert!(r.num("pongs") > 300.0, "{}", r.human);
+    second.shutdown();
+}
