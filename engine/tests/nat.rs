@@ -172,3 +172,33 @@ fn relay_beyond_the_budget_is_rate_limited_and_counted() {
     assert_eq!(metric(node.http_addr, "fovea_relay_bytes_total"), 3000);
     node.shutdown();
 }
+
+#[test]
+fn a_rebinding_with_deliveries_in_flight_closes_the_stalled_stream_cleanly() {
+    let mut config = test_config(1);
+    config.limits.keepalive_ms = 500;
+    config.limits.idle_timeout_ms = 30_000;
+    let node = start_node(config);
+    let mut sub = TestClient::connect(node.quic_addr, "default");
+    sub.subscribe(1, "mig.*");
+    let mut bystander = TestClient::connect(node.quic_addr, "default");
+    bystander.subscribe(1, "mig.*");
+    let mut publ = TestClient::connect(node.quic_addr, "default");
+    // The subscriber moves while deliveries are on their way to its old address, more than its
+    // stream window (256 KiB) of them.
+    sub.rebind();
+    for i in 0..400u32 {
+        publ.publish_acked("mig.a", &[i as u8; 1024], None);
+    }
+    sub.conn.send_ack_eliciting().unwrap();
+    let closed = sub.wait_closed(WAIT).expect("the stalled connection is closed");
+    assert_eq!(closed.code, ErrorCode::SlowConsumer as u64, "{closed:?}");
+    assert!(closed.by_node);
+    assert_eq!(metric(node.http_addr, "fovea_path_change_stalls_total"), 1);
+    // Nobody else noticed: the other subscriber got all of it.
+    for i in 0..400u32 {
+        let d = bystander.next_deliver(WAIT).unwrap_or_else(|| panic!("bystander, message {i}"));
+        assert_eq!(d.payload[0], i as u8);
+    }
+    node.shutdown();
+}

@@ -149,6 +149,9 @@ pub struct Conn {
     pub nat: super::nat::NatState,
     /// Credential, permissions, publish rate (`shard/auth.rs`).
     pub sec: super::auth::ConnSec,
+    /// After the peer's address changed (an authenticated path move), until the next keep-alive
+    /// check: the retransmissions counted on the paths that were no longer active then.
+    pub path_changed: Option<usize>,
 }
 
 impl Conn {
@@ -188,6 +191,7 @@ impl Conn {
             federation: false,
             nat: Default::default(),
             sec: Default::default(),
+            path_changed: None,
         }
     }
 

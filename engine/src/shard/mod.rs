@@ -88,6 +88,13 @@ struct Slot {
     generation: u32,
 }
 
+/// True when the node data stream has frames waiting and no flow-control credit left: the peer
+/// reads nothing more of it.
+fn data_stream_stalled(conn: &mut Conn) -> bool {
+    !conn.out.data_tx.is_empty()
+        && conn.quic.stream_capacity(NODE_DATA_STREAM).is_ok_and(|c| c == 0)
+}
+
 /// Reference to a connection that stays valid only as long as its slot's generation matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnRef {
@@ -526,7 +533,21 @@ impl Shard {
                 }
                 Phase::Active if now >= conn.ping_due => {
                     conn.ping_due = now + keepalive;
-                    self.send_node_ping(now, r);
+                    let stalled = conn.path_changed.take().is_some_and(|before| {
+                        nat::old_path_retransmissions(conn) > before || data_stream_stalled(conn)
+                    });
+                    if stalled {
+                        // quiche 0.30 never declares lost what was in flight on the old path
+                        // (per-path recovery), so that stream data is never sent again and the
+                        // stream cannot move: close cleanly instead of holding a dead stream.
+                        let code = fovea_codec::ErrorCode::SlowConsumer as u64;
+                        let _ =
+                            conn.quic.close(true, code, b"data stream stalled after a path change");
+                        conn.phase = Phase::Closing;
+                        ShardMetrics::inc(&self.ctx.metrics.path_change_stalls);
+                    } else {
+                        self.send_node_ping(now, r);
+                    }
                 }
                 _ => {}
             }

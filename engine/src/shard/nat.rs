@@ -48,6 +48,7 @@ impl Shard {
         if conn.phase != Phase::Active {
             return;
         }
+        conn.path_changed = Some(old_path_retransmissions(conn));
         ShardMetrics::inc(&self.ctx.metrics.observed_addr_changes);
         self.send_session(r, &Frame::ObservedAddr(frame::ObservedAddr { observed: from }));
     }
@@ -163,4 +164,11 @@ impl Shard {
             self.outbox[dest].push(msg);
         }
     }
+}
+
+/// Retransmissions counted on the paths that are not active: quiche 0.30 keeps retransmitting
+/// on the old path what was in flight there when the peer moved (its recovery is per path), so
+/// a count that grows after a move means stream data that will never arrive.
+pub(super) fn old_path_retransmissions(conn: &super::Conn) -> usize {
+    conn.quic.path_stats().filter(|p| !p.active).map(|p| p.retrans).sum()
 }

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fovea_client::codec::frame::Frame;
+use fovea_client::codec::ErrorCode;
 use fovea_client::{Client, ClientError, Close, ConnectOptions, Event, Verify};
 use fovea_engine::config::NodeConfig;
 use fovea_engine::node::Node;
@@ -544,14 +545,14 @@ fn blackhole_beyond_the_idle_timeout_closes_then_the_client_reconnects() {
     direct_sub.finish().unwrap();
 }
 
-/// D6, what the node does today: after the proxy gives the publisher's and the
-/// subscriber's upstream sockets new ports mid-stream (a NAT rebinding; the old ports are
-/// gone), quiche on the node follows the new address for incoming data: the connections stay
-/// open and everything the rebound publisher sends reaches the node and the other
-/// subscribers, exactly once and in order. The rebound subscriber receives an in-order prefix
-/// without duplicates, but its deliveries slow to a trickle or stop (bug report in
-/// tools/faultproxy/README.md, "What the node does"; the full expectation is the ignored test
-/// below).
+/// D6: after the proxy gives the publisher's and the subscriber's upstream sockets new ports
+/// mid-stream (a NAT rebinding; the old ports are gone), quiche on the node follows the new
+/// address: everything the rebound publisher sends reaches the node and the other
+/// subscribers, exactly once and in order. What was in flight to the rebound subscriber's old
+/// port is never sent again (quiche 0.30's per-path loss recovery, docs/OPERATIONS.md), so
+/// that subscriber gets an in-order prefix without duplicates and is then closed cleanly with
+/// SLOW_CONSUMER at the node's next keep-alive check; the reliability matrix's full
+/// expectation is the ignored test below.
 #[test]
 fn source_port_rebinding_mid_stream_keeps_the_connections_and_the_publisher_path() {
     const N: u64 = 1_000;
@@ -581,9 +582,10 @@ fn source_port_rebinding_mid_stream_keeps_the_connections_and_the_publisher_path
     direct.assert_exactly_once_in_order("direct subscriber", "moved", N);
     direct.assert_exactly_once_in_order("direct subscriber", "direct", N);
     assert!(wait_until(WAIT, || moved_pub.done.load(Ordering::Relaxed)), "barrier acked");
-    // The rebound subscriber: give it 3 s more, then check what it got is clean.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while moved.total() < 2 * N as usize && Instant::now() < deadline {
+    // The rebound subscriber: everything, or (deliveries were in flight to its old port) an
+    // in-order prefix and then a clean close by the node at its next keep-alive check.
+    let deadline = Instant::now() + WAIT;
+    while moved.total() < 2 * N as usize && moved.closes.is_empty() && Instant::now() < deadline {
         if let Some(r) = moved_sub.next(Duration::from_millis(100)) {
             moved.take(r);
         }
@@ -592,8 +594,17 @@ fn source_port_rebinding_mid_stream_keeps_the_connections_and_the_publisher_path
         let got = moved.by_publisher.get(publisher).cloned().unwrap_or_default();
         assert!(got.iter().copied().eq(0..got.len() as u64), "{publisher}: not an in-order prefix");
     }
-    assert!(moved.closes.is_empty() && direct.closes.is_empty(), "{:?}", moved.closes);
-    assert_eq!(metric(node.http_addr, "fovea_peers"), 4, "every connection is still open");
+    assert!(direct.closes.is_empty(), "{:?}", direct.closes);
+    if moved.total() < 2 * N as usize {
+        let close = moved.closes.first().expect("a stalled subscriber is closed, not left hanging");
+        assert_eq!(close.error_code, ErrorCode::SlowConsumer as u64, "{close:?}");
+        assert!(close.by_peer, "closed by the node: {close:?}");
+        assert_eq!(metric(node.http_addr, "fovea_path_change_stalls_total"), 1);
+        assert!(wait_until(WAIT, || metric(node.http_addr, "fovea_peers") == 3));
+    } else {
+        assert!(moved.closes.is_empty(), "{:?}", moved.closes);
+        assert_eq!(metric(node.http_addr, "fovea_peers"), 4, "every connection is still open");
+    }
     let c = proxy.counters();
     eprintln!(
         "D6: rebound subscriber got {} of {} (rebind after {rebound_at})\n{c}",
@@ -610,7 +621,7 @@ fn source_port_rebinding_mid_stream_keeps_the_connections_and_the_publisher_path
 /// stalls after the first rebind; after the second both rebound connections stop and end by
 /// idle timeout): `cargo test -p fovea-faultproxy --test node_faults -- --ignored`.
 #[test]
-#[ignore = "the node does not complete migration to a rebound port (README: What the node does)"]
+#[ignore = "quiche 0.30 never resends what was in flight on a dead path; the node closes such a connection (docs/OPERATIONS.md)"]
 fn source_port_rebinding_twice_delivers_everything() {
     const N: u64 = 2_000;
     let node = start_node(10_000, 2_000);
