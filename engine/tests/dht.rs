@@ -10,10 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,72 +32,17 @@ dht_record_ttl_s = 2
 dht_peer_requests_per_s = 1000
 ";
 
-struct NodeProcess {
-    child: Child,
-    quic: SocketAddr,
-    http: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn spawn_node(tag: &str, seeds: &[SocketAddr]) -> NodeProcess {
     spawn_node_with(tag, seeds, CONFIG_TOML)
 }
 
 fn spawn_node_with(tag: &str, seeds: &[SocketAddr], toml: &str) -> NodeProcess {
-    let dir =
-        std::env::temp_dir().join(format!("fovea-dht-{tag}-{}-{}", std::process::id(), rand_u64()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("fovea.toml");
-    std::fs::write(&config, toml).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
-    cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shards", "2"])
-        .args(["--no-pin", "--log", "warn", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"));
-    for s in seeds {
-        cmd.arg("--seed").arg(s.to_string());
-    }
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fovea");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
-    let field = |name: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {line:?}"))
-            .parse()
-            .unwrap()
-    };
-    NodeProcess { quic: field("quic="), http: field("metrics="), child, dir }
+    spawn_node_process(&format!("dht-{tag}"), toml, seeds)
 }
 
 /// An unlabelled `fovea_dht_*` series.
-fn dht_metric(http: SocketAddr, series: &str) -> u64 {
-    let text = metrics_text(http);
-    let key = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+fn dht_metric(http: SocketAddr, name: &str) -> u64 {
+    series(http, name)
 }
 
 fn wait_for(what: &str, cond: impl FnMut() -> bool) {

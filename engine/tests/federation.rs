@@ -8,10 +8,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,71 +26,14 @@ redial_min_ms = 100
 redial_max_ms = 1000
 ";
 
-/// A `fovea` process and the addresses from its readiness line.
-struct NodeProcess {
-    child: Child,
-    quic: SocketAddr,
-    http: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for NodeProcess {
-    /// A failing test must not leave a node running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn spawn_node(tag: &str, seeds: &[SocketAddr]) -> NodeProcess {
-    let dir =
-        std::env::temp_dir().join(format!("fovea-fed-{tag}-{}-{}", std::process::id(), rand_u64()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("fovea.toml");
-    std::fs::write(&config, format!("{FEDERATION_TOML}region = \"region-{tag}\"\n")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
-    cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shards", "2"])
-        .args(["--no-pin", "--log", "warn", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"));
-    for s in seeds {
-        cmd.arg("--seed").arg(s.to_string());
-    }
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fovea");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
-    let field = |name: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {line:?}"))
-            .parse()
-            .unwrap()
-    };
-    NodeProcess { quic: field("quic="), http: field("metrics="), child, dir }
+    let toml = format!("{FEDERATION_TOML}region = \"region-{tag}\"\n");
+    spawn_node_process(&format!("fed-{tag}"), &toml, seeds)
 }
 
-/// The value of an unlabelled (or fully labelled) federation series, e.g.
-/// `fovea_federation_members{state="alive"}`.
-fn fed(http: SocketAddr, series: &str) -> u64 {
-    let text = metrics_text(http);
-    let key = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+/// A federation series, e.g. `fovea_federation_members{state="alive"}`.
+fn fed(http: SocketAddr, name: &str) -> u64 {
+    series(http, name)
 }
 
 fn alive(n: &NodeProcess) -> u64 {

@@ -6,7 +6,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -748,4 +751,73 @@ impl SwarmConn {
             }
         }
     }
+}
+
+/// A `fovea` process and the addresses from its readiness line. Dropping it kills the process
+/// and removes its directory, so a failing test leaves no node running.
+pub struct NodeProcess {
+    pub child: Child,
+    pub quic: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts the `fovea` binary on ephemeral loopback ports (2 shards, not pinned) with `toml` as
+/// its config file, in a fresh directory named after `tag`, seeded with `seeds`; returns once
+/// the node printed its readiness line (with a deadline).
+pub fn spawn_node_process(tag: &str, toml: &str, seeds: &[SocketAddr]) -> NodeProcess {
+    let dir =
+        std::env::temp_dir().join(format!("fovea-{tag}-{}-{}", std::process::id(), rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("fovea.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
+    cmd.args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--shards", "2"])
+        .args(["--no-pin", "--log", "warn", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"));
+    for s in seeds {
+        cmd.arg("--seed").arg(s.to_string());
+    }
+    let mut child =
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fovea");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    NodeProcess { quic: field("quic="), http: field("metrics="), child, dir }
+}
+
+/// The value of one unlabelled (or fully labelled) series of a node's /metrics.
+pub fn series(http: SocketAddr, series: &str) -> u64 {
+    let text = metrics_text(http);
+    let key = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }
