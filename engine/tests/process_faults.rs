@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,33 +28,13 @@ impl Drop for NodeProcess {
 }
 
 fn spawn_node(args: &[&str], data_dir: &std::path::Path) -> NodeProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fovea"))
-        .args(["--metrics", "127.0.0.1:0", "--no-pin", "--log", "error"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
+    cmd.args(["--metrics", "127.0.0.1:0", "--no-pin", "--log", "error"])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn fovea");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(line)) = lines.next() {
-            let _ = tx.send(line);
-        }
-        for _ in lines {}
-    });
-    let line = rx.recv_timeout(WAIT).expect("fovea printed its readiness line");
-    let field = |name: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {line:?}"))
-            .parse()
-            .unwrap()
-    };
-    NodeProcess { quic: field("quic="), http: field("metrics="), child }
+        .args(args);
+    let (child, quic, http) = spawn_until_ready(&mut cmd);
+    NodeProcess { quic, http, child }
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {

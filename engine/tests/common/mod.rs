@@ -788,6 +788,13 @@ pub fn spawn_node_process(tag: &str, toml: &str, seeds: &[SocketAddr]) -> NodePr
     for s in seeds {
         cmd.arg("--seed").arg(s.to_string());
     }
+    let (child, quic, http) = spawn_until_ready(&mut cmd);
+    NodeProcess { quic, http, child, dir }
+}
+
+/// Spawns a `fovea` command and waits (with a deadline) for its readiness line, which names
+/// the bound QUIC and metrics addresses.
+pub fn spawn_until_ready(cmd: &mut Command) -> (Child, SocketAddr, SocketAddr) {
     let mut child =
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn fovea");
     let stdout = child.stdout.take().unwrap();
@@ -807,7 +814,7 @@ pub fn spawn_node_process(tag: &str, toml: &str, seeds: &[SocketAddr]) -> NodePr
             .parse()
             .unwrap()
     };
-    NodeProcess { quic: field("quic="), http: field("metrics="), child, dir }
+    (child, field("quic="), field("metrics="))
 }
 
 /// The value of one unlabelled (or fully labelled) series of a node's /metrics.
