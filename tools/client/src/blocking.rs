@@ -99,7 +99,10 @@ fn round_ms(d: Duration) -> Duration {
 }
 
 impl Client {
-    /// Connects to `addr`: QUIC and TLS handshake, HELLO, WELCOME, all before `deadline`.
+    /// Connects to `addr`: QUIC and TLS handshake, HELLO, (with a public-key credential)
+    /// CHALLENGE and AUTH, WELCOME, all before `deadline`. The node's refusals of the
+    /// credential come back as [`ClientError::AuthRequired`] and [`ClientError::AuthFailed`];
+    /// a CHALLENGE this client cannot sign (no private key) as [`ClientError::NoSigningKey`].
     pub fn connect(
         addr: SocketAddr,
         options: &ConnectOptions,
@@ -135,6 +138,12 @@ impl Client {
             while let Some(event) = client.session.poll_session_event() {
                 match event {
                     Event::Welcome { .. } => return Ok(client),
+                    // The session answers CHALLENGE itself when it has the private key.
+                    Event::Frame(Frame::Challenge(_)) => {
+                        client.session.close(ErrorCode::NoError as u64, "no key to sign CHALLENGE");
+                        let _ = client.transmit();
+                        return Err(ClientError::NoSigningKey);
+                    }
                     Event::Frame(f) => client.stash(f),
                     Event::Closed { .. } => {}
                 }
@@ -145,7 +154,7 @@ impl Client {
                     let after = round_ms(started.elapsed());
                     return Err(ClientError::HandshakeTimeout { addr, after });
                 }
-                return Err(ClientError::Closed(close.clone()));
+                return Err(close.clone().into());
             }
             if Instant::now() >= deadline {
                 let after = round_ms(deadline.saturating_duration_since(started));
@@ -360,11 +369,7 @@ impl Client {
     /// client closes the connection itself and returns the timeout.
     pub fn close(mut self) -> Result<(), ClientError> {
         if let Some(close) = self.session.closed() {
-            return if close.is_no_error() {
-                Ok(())
-            } else {
-                Err(ClientError::Closed(close.clone()))
-            };
+            return if close.is_no_error() { Ok(()) } else { Err(close.clone().into()) };
         }
         let deadline = self.deadline();
         let stream = if self.data_stream_used { StreamKind::Data } else { StreamKind::Session };
@@ -375,11 +380,7 @@ impl Client {
         self.session.send_frame(&goodbye, stream)?;
         loop {
             if let Some(close) = self.session.closed() {
-                return if close.is_no_error() {
-                    Ok(())
-                } else {
-                    Err(ClientError::Closed(close.clone()))
-                };
+                return if close.is_no_error() { Ok(()) } else { Err(close.clone().into()) };
             }
             if Instant::now() >= deadline {
                 break;
@@ -436,7 +437,7 @@ impl Client {
 
     fn check_open(&self) -> Result<(), ClientError> {
         match self.session.closed() {
-            Some(close) => Err(ClientError::Closed(close.clone())),
+            Some(close) => Err(close.clone().into()),
             None => Ok(()),
         }
     }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use fovea_codec::{Id32, Limits, Realm};
 
 use crate::error::ClientError;
+use crate::key::Ed25519Key;
 use crate::tls::{self, Verify};
 
 /// The ALPN of protocol version 1 (docs/PROTOCOL.md §2.1).
@@ -18,12 +19,18 @@ pub const UDP_PAYLOAD_SEND_MAX: usize = 1350;
 /// The credential HELLO carries (docs/PROTOCOL.md §6.1, `cred_kind` and `credential`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Credential {
-    /// `cred_kind` 0: no credential (the only kind current nodes accept).
+    /// `cred_kind` 0: no credential (enough for a realm without credentials).
     #[default]
     None,
-    /// `cred_kind` 1: a token.
+    /// `cred_kind` 1: a bearer token (the node compares its SHA-256 with `token_sha256`).
     Token(Bytes),
-    /// `cred_kind` 2: an ed25519 public key.
+    /// `cred_kind` 2 with the private key: HELLO carries the public key, and the session
+    /// answers the node's CHALLENGE with AUTH, signed with this key (§6.3, §6.4).
+    Ed25519(Ed25519Key),
+    /// `cred_kind` 2 with only the raw 32-byte public key: the session reports the node's
+    /// CHALLENGE as an [`Event::Frame`](crate::Event::Frame) for the application to answer
+    /// with AUTH itself (a key held elsewhere); the blocking [`Client`](crate::Client) fails
+    /// with [`ClientError::NoSigningKey`].
     PublicKey(Bytes),
 }
 
@@ -33,15 +40,24 @@ impl Credential {
         match self {
             Credential::None => 0,
             Credential::Token(_) => 1,
-            Credential::PublicKey(_) => 2,
+            Credential::Ed25519(_) | Credential::PublicKey(_) => 2,
         }
     }
 
-    /// The credential bytes (empty for `None`).
+    /// The credential bytes (empty for `None`, the public key for `Ed25519`).
     pub fn bytes(&self) -> Bytes {
         match self {
             Credential::None => Bytes::new(),
             Credential::Token(b) | Credential::PublicKey(b) => b.clone(),
+            Credential::Ed25519(key) => Bytes::copy_from_slice(key.public_key()),
+        }
+    }
+
+    /// The private key that answers CHALLENGE, if this credential has one.
+    pub fn signing_key(&self) -> Option<&Ed25519Key> {
+        match self {
+            Credential::Ed25519(key) => Some(key),
+            _ => None,
         }
     }
 }

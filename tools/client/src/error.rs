@@ -182,9 +182,27 @@ pub enum ClientError {
         /// The time allowed.
         after: Duration,
     },
-    /// The connection is closed (by the node, by QUIC, or by this client).
+    /// The connection is closed (by the node, by QUIC, or by this client). The node's
+    /// AUTH_REQUIRED and AUTH_FAILED closes are [`Self::AuthRequired`] and
+    /// [`Self::AuthFailed`] instead.
     #[error("{0}")]
     Closed(Close),
+    /// The node closed with AUTH_REQUIRED: the realm needs a credential and this client sent
+    /// none, or it did not answer the CHALLENGE within the node's `auth.auth_timeout_ms`.
+    #[error("the node requires a credential for this realm: {} ({:#x}) {}", .0.code_name(), .0.error_code, .0.reason)]
+    AuthRequired(Close),
+    /// The node closed with AUTH_FAILED: the token is wrong, the public key is not one of the
+    /// realm's, or the AUTH signature does not verify.
+    #[error("the node refused the credential: {} ({:#x}) {}", .0.code_name(), .0.error_code, .0.reason)]
+    AuthFailed(Close),
+    /// The node sent a CHALLENGE, asking this client to prove a public key, but the client
+    /// has no private key to sign it with ([`Credential::PublicKey`](crate::Credential) or no
+    /// public-key credential at all). The client closed the connection.
+    #[error(
+        "the node asked for proof of an Ed25519 key (CHALLENGE) but this client has no private \
+         key to sign it"
+    )]
+    NoSigningKey,
     /// The node answered a request with ERROR; the connection stays open.
     #[error("the node rejected {request}: {} ({code:#x}) {message}", app_code_name(*.code))]
     Rejected {
@@ -235,8 +253,36 @@ impl ClientError {
             ClientError::Rejected { code, .. } | ClientError::CallFailed { code, .. } => {
                 Some(*code)
             }
-            ClientError::Closed(c) if c.is_app => Some(c.error_code),
+            ClientError::Closed(c) | ClientError::AuthRequired(c) | ClientError::AuthFailed(c)
+                if c.is_app =>
+            {
+                Some(c.error_code)
+            }
             _ => None,
+        }
+    }
+
+    /// How the connection ended, when this error is a close.
+    pub fn close(&self) -> Option<&Close> {
+        match self {
+            ClientError::Closed(c) | ClientError::AuthRequired(c) | ClientError::AuthFailed(c) => {
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<Close> for ClientError {
+    /// [`ClientError::AuthRequired`] or [`ClientError::AuthFailed`] for the node's
+    /// authentication closes, [`ClientError::Closed`] for every other close.
+    fn from(close: Close) -> ClientError {
+        const REQUIRED: u64 = ErrorCode::AuthRequired as u64;
+        const FAILED: u64 = ErrorCode::AuthFailed as u64;
+        match (close.is_app && close.by_peer, close.error_code) {
+            (true, REQUIRED) => ClientError::AuthRequired(close),
+            (true, FAILED) => ClientError::AuthFailed(close),
+            _ => ClientError::Closed(close),
         }
     }
 }
@@ -263,6 +309,30 @@ mod tests {
         let idle = Close { by_peer: false, ..close(0x0e, true) };
         assert!(idle.is_idle_timeout());
         assert!(idle.to_string().contains("timed out"), "{idle}");
+    }
+
+    #[test]
+    fn auth_closes_by_the_node_are_typed() {
+        let close = |error_code, by_peer| Close {
+            error_code,
+            is_app: true,
+            reason: "credential refused".into(),
+            by_peer,
+        };
+        let e = ClientError::from(close(0x09, true));
+        assert!(matches!(e, ClientError::AuthFailed(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the node refused the credential: AUTH_FAILED (0x9) credential refused"
+        );
+        assert_eq!(e.node_code(), Some(0x09));
+        let e = ClientError::from(close(0x08, true));
+        assert!(matches!(e, ClientError::AuthRequired(_)), "{e:?}");
+        assert!(e.to_string().contains("AUTH_REQUIRED (0x8)"), "{e}");
+        assert!(matches!(ClientError::from(close(0x09, false)), ClientError::Closed(_)));
+        assert!(matches!(ClientError::from(close(0x0d, true)), ClientError::Closed(_)));
+        let transport = Close { is_app: false, ..close(0x09, true) };
+        assert!(matches!(ClientError::from(transport), ClientError::Closed(_)));
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! - [`Client`]: a blocking client on a std `UdpSocket`, for the CLI and tests. Every wait has
 //!   a deadline; waiting blocks on the socket until a datagram or quiche's next timer.
 //!
+//! Credentials (docs/PROTOCOL.md §6.1, §6.3, §6.4) go in [`ClientConfig::credential`]: a
+//! [`Credential::Token`], or a [`Credential::Ed25519`] private key ([`Ed25519Key::load`] reads
+//! a key file), with which the session answers the node's CHALLENGE. A refusal comes back from
+//! [`Client::connect`] as [`ClientError::AuthRequired`] or [`ClientError::AuthFailed`].
+//!
 //! ```no_run
 //! use std::time::{Duration, Instant};
 //! use fovea_client::{Client, ConnectOptions, Event, Verify};
@@ -31,12 +36,14 @@
 mod blocking;
 mod config;
 mod error;
+mod key;
 mod session;
 mod tls;
 
 pub use blocking::{Client, ConnectOptions, DATA_OUTBOX_HIGH_BYTES};
 pub use config::{ClientConfig, Credential, ALPN, UDP_PAYLOAD_SEND_MAX};
 pub use error::{app_code_name, ClientError, Close};
+pub use key::{auth_message, Ed25519Key, KeyError, AUTH_CONTEXT, SIGNATURE_LEN};
 pub use session::{
     ClientSession, Event, StreamKind, DATA_QUEUE_BYTES_MAX, DATA_QUEUE_FRAMES_MAX,
     PROTOCOL_VERSION, SESSION_QUEUE_FRAMES_MAX,

@@ -12,7 +12,9 @@
 //! requests; the node answers WELCOME, OK, ERROR, PING, PONG there), stream 2 the client's data
 //! stream (bulk frames, only after WELCOME), stream 3 the node's data stream (DELIVER, REPLY,
 //! ...). The session writes HELLO as soon as the handshake completes, answers the node's PINGs
-//! itself, and holds frames for stream 2 until WELCOME has arrived.
+//! itself, answers a CHALLENGE with AUTH when its credential has a private key
+//! ([`Credential::Ed25519`](crate::Credential::Ed25519)), and holds frames for stream 2 until
+//! WELCOME has arrived.
 //!
 //! Nothing is dropped on the way out: frames are encoded into a per-stream outbox, and each
 //! turn writes as much of it as QUIC flow control accepts. On the way in, the node's data
@@ -30,6 +32,7 @@ use fovea_codec::{decode_frame, encode_publish, ErrorCode, Id32, Limits, Topic};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Close};
+use crate::key::Ed25519Key;
 
 /// Protocol version HELLO asks for.
 pub const PROTOCOL_VERSION: u64 = 1;
@@ -90,7 +93,8 @@ pub enum Event {
         limits: Vec<(u64, u64)>,
     },
     /// A frame from the node (OK, ERROR, PONG, DELIVER, REPLY, GOODBYE, ...). The node's PINGs
-    /// are answered by the session and not reported.
+    /// are answered by the session and not reported, and so is a CHALLENGE when the
+    /// credential has a private key (without one, the CHALLENGE is reported here).
     Frame(Frame),
     /// The connection ended. Reported once, after every frame that arrived before it.
     Closed {
@@ -130,6 +134,10 @@ pub struct ClientSession {
     data_frames: VecDeque<(Frame, usize)>,
     data_queued_bytes: usize,
     welcome: Option<Welcome>,
+    /// The private key that answers CHALLENGE (credential `Ed25519`).
+    signer: Option<Ed25519Key>,
+    /// AUTH was queued: a second CHALLENGE is a protocol violation.
+    auth_sent: bool,
     session_priority_set: bool,
     data_priority_set: bool,
     /// Set when this side closed for a protocol error: nothing more is decoded.
@@ -220,6 +228,8 @@ impl ClientSession {
             data_frames: VecDeque::new(),
             data_queued_bytes: 0,
             welcome: None,
+            signer: config.credential.signing_key().cloned(),
+            auth_sent: false,
             session_priority_set: false,
             data_priority_set: false,
             decode_failed: false,
@@ -435,7 +445,7 @@ impl ClientSession {
 
     fn check_open(&self) -> Result<(), ClientError> {
         match &self.close {
-            Some(close) => Err(ClientError::Closed(close.clone())),
+            Some(close) => Err(close.clone().into()),
             None => Ok(()),
         }
     }
@@ -583,6 +593,20 @@ impl ClientSession {
                     received_at_us: 0,
                 });
                 pong.encode(&mut self.outbox[StreamKind::Session.index()]);
+            }
+            Frame::Challenge(challenge) if self.welcome.is_none() && self.signer.is_some() => {
+                if self.auth_sent {
+                    self.fail(ErrorCode::ProtocolViolation, "a second CHALLENGE");
+                    self.decode_failed = true;
+                    return;
+                }
+                // PROTOCOL §6.4: Ed25519 over "fovea-auth-v1" ‖ nonce ‖ HELLO's peer id.
+                let key = self.signer.as_ref().expect("checked above");
+                let signature = key.sign_auth(&challenge.nonce, &self.peer_id);
+                let auth =
+                    Frame::Auth(frame::Auth { signature: Bytes::copy_from_slice(&signature) });
+                auth.encode(&mut self.outbox[StreamKind::Session.index()]);
+                self.auth_sent = true;
             }
             Frame::Welcome(welcome) if self.welcome.is_none() => {
                 self.session_events.push_back(Event::Welcome {

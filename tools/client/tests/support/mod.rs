@@ -1,6 +1,10 @@
 //! A minimal node for the client's tests: a server-side quiche connection that answers HELLO
 //! with WELCOME, SUBSCRIBE with OK (ERROR for `denied.**`), PUBLISH with OK and a DELIVER
 //! echo, PING with PONG, CALL with REPLY (`echo`) or CALL_ERROR, GOODBYE with a close.
+//! Credentials as the real node judges them: a HELLO with an Ed25519 public key gets a
+//! CHALLENGE ([`CHALLENGE_NONCE`]) and its AUTH is verified against that key (AUTH_FAILED when
+//! it does not verify); in realm `closed` a HELLO without credential is refused with
+//! AUTH_REQUIRED, and in realm `refused` any credential with AUTH_FAILED.
 //!
 //! Two ways to run it: [`Pipe`] moves datagrams between a `ClientSession` and the node in
 //! memory until both are quiet (no sockets, no sleeps); [`UdpNode`] serves one connection on
@@ -32,6 +36,8 @@ use smallvec::smallvec;
 pub const NODE_ID: [u8; 32] = [0x22; 32];
 /// The node's advertised max_payload.
 pub const MAX_PAYLOAD: u64 = 1 << 20;
+/// The nonce of the test node's CHALLENGE.
+pub const CHALLENGE_NONCE: [u8; 32] = [0x5c; 32];
 
 /// A self-signed ECDSA P-256 certificate for `localhost`, and its key.
 pub struct Identity {
@@ -108,6 +114,8 @@ pub struct TestNode {
     /// Answer frames (off: the test writes raw bytes itself).
     pub answer: bool,
     hello_seen: bool,
+    /// A CHALLENGE is out: the HELLO's public key and peer id.
+    challenged: Option<(Bytes, [u8; 32])>,
     subs: Vec<(u64, Pattern)>,
 }
 
@@ -125,6 +133,7 @@ impl TestNode {
             frame_before_hello: false,
             answer: true,
             hello_seen: false,
+            challenged: None,
             subs: Vec::new(),
         }
     }
@@ -172,22 +181,32 @@ impl TestNode {
             return;
         }
         match frame {
-            Frame::Hello(_) => {
-                let welcome = Frame::Welcome(frame::Welcome {
-                    version: 1,
-                    node_id: NODE_ID,
-                    observed: self
-                        .conn
-                        .path_stats()
-                        .next()
-                        .map_or("127.0.0.1:1".parse().unwrap(), |p| p.peer_addr),
-                    limits: vec![
-                        (limit_keys::MAX_PAYLOAD, MAX_PAYLOAD),
-                        (limit_keys::MAX_FRAME_LEN, MAX_PAYLOAD + 16384),
-                    ],
-                });
-                self.send(false, &welcome);
+            Frame::Hello(h) if h.realm.as_str() == "closed" && h.cred_kind == 0 => {
+                let _ = self.conn.close(true, ErrorCode::AuthRequired as u64, b"needs one");
             }
+            Frame::Hello(h) if h.realm.as_str() == "refused" && h.cred_kind != 0 => {
+                let _ = self.conn.close(true, ErrorCode::AuthFailed as u64, b"credential refused");
+            }
+            Frame::Hello(h) if h.cred_kind == 2 => {
+                self.challenged = Some((h.credential, h.peer_id));
+                let nonce = Bytes::copy_from_slice(&CHALLENGE_NONCE);
+                self.send(false, &Frame::Challenge(frame::Challenge { nonce }));
+            }
+            Frame::Auth(a) => {
+                let Some((key, peer_id)) = self.challenged.take() else {
+                    let _ = self.conn.close(true, ErrorCode::HelloRequired as u64, b"no CHALLENGE");
+                    return;
+                };
+                let msg = [b"fovea-auth-v1".as_slice(), &CHALLENGE_NONCE, &peer_id].concat();
+                let public =
+                    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key);
+                if public.verify(&msg, &a.signature).is_err() {
+                    let _ = self.conn.close(true, ErrorCode::AuthFailed as u64, b"bad signature");
+                    return;
+                }
+                self.welcome();
+            }
+            Frame::Hello(_) => self.welcome(),
             Frame::Subscribe(s) => {
                 let answer = if s.pattern.as_str() == "denied.**" {
                     Frame::Error(frame::Error {
@@ -257,6 +276,23 @@ impl TestNode {
             _ => {}
         }
         let _ = stream;
+    }
+
+    fn welcome(&mut self) {
+        let welcome = Frame::Welcome(frame::Welcome {
+            version: 1,
+            node_id: NODE_ID,
+            observed: self
+                .conn
+                .path_stats()
+                .next()
+                .map_or("127.0.0.1:1".parse().unwrap(), |p| p.peer_addr),
+            limits: vec![
+                (limit_keys::MAX_PAYLOAD, MAX_PAYLOAD),
+                (limit_keys::MAX_FRAME_LEN, MAX_PAYLOAD + 16384),
+            ],
+        });
+        self.send(false, &welcome);
     }
 
     fn write(&mut self) {
