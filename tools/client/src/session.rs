@@ -13,8 +13,9 @@
 //! stream (bulk frames, only after WELCOME), stream 3 the node's data stream (DELIVER, REPLY,
 //! ...). The session writes HELLO as soon as the handshake completes, answers the node's PINGs
 //! itself, answers a CHALLENGE with AUTH when its credential has a private key
-//! ([`Credential::Ed25519`](crate::Credential::Ed25519)), and holds frames for stream 2 until
-//! WELCOME has arrived.
+//! ([`Credential::Ed25519`](crate::Credential::Ed25519)), holds frames for stream 2 until
+//! WELCOME has arrived, and with a public-key credential holds the application's frames for
+//! stream 0 until AUTH is queued (the node takes nothing else between HELLO and AUTH).
 //!
 //! Nothing is dropped on the way out: frames are encoded into a per-stream outbox, and each
 //! turn writes as much of it as QUIC flow control accepts. On the way in, the node's data
@@ -138,6 +139,9 @@ pub struct ClientSession {
     signer: Option<Ed25519Key>,
     /// AUTH was queued: a second CHALLENGE is a protocol violation.
     auth_sent: bool,
+    /// With a public-key credential, session-stream frames queued before AUTH: between HELLO
+    /// and AUTH the node takes nothing else (PROTOCOL §6.3). `None` once released.
+    before_auth: Option<BytesMut>,
     session_priority_set: bool,
     data_priority_set: bool,
     /// Set when this side closed for a protocol error: nothing more is decoded.
@@ -230,6 +234,7 @@ impl ClientSession {
             welcome: None,
             signer: config.credential.signing_key().cloned(),
             auth_sent: false,
+            before_auth: (config.credential.kind() == 2).then(BytesMut::new),
             session_priority_set: false,
             data_priority_set: false,
             decode_failed: false,
@@ -271,8 +276,10 @@ impl ClientSession {
     }
 
     /// Queues `frame` on `stream`. It is written to QUIC as flow control allows; frames for
-    /// the data stream wait for WELCOME. Fails when the session is closed or the frame is
-    /// longer than the node's advertised `max_frame_len`.
+    /// the data stream wait for WELCOME, and with a public-key credential frames for the
+    /// session stream wait for AUTH (an AUTH given here goes first and releases them). Fails
+    /// when the session is closed or the frame is longer than the node's advertised
+    /// `max_frame_len`.
     pub fn send_frame(&mut self, frame: &Frame, stream: StreamKind) -> Result<(), ClientError> {
         self.check_open()?;
         if let Some(max) = self.node_limit(limit_keys::MAX_FRAME_LEN) {
@@ -281,7 +288,12 @@ impl ClientSession {
                 return Err(ClientError::FrameTooLarge { len, max });
             }
         }
-        frame.encode(&mut self.outbox[stream.index()]);
+        if matches!(frame, Frame::Auth(_)) && stream == StreamKind::Session {
+            frame.encode(&mut self.outbox[stream.index()]);
+            self.release_before_auth();
+        } else {
+            frame.encode(self.out_buffer(stream));
+        }
         self.write_streams();
         Ok(())
     }
@@ -302,7 +314,7 @@ impl ClientSession {
                 return Err(ClientError::PayloadTooLarge { len: payload.len(), max });
             }
         }
-        encode_publish(request_id, message_id, topic, payload, &mut self.outbox[stream.index()]);
+        encode_publish(request_id, message_id, topic, payload, self.out_buffer(stream));
         self.write_streams();
         Ok(())
     }
@@ -433,7 +445,11 @@ impl ClientSession {
     /// Bytes queued for `stream` that QUIC has not accepted yet (flow control or congestion):
     /// the driver's measure of backpressure.
     pub fn pending_bytes(&self, stream: StreamKind) -> usize {
-        self.outbox[stream.index()].len()
+        let held = match (stream, &self.before_auth) {
+            (StreamKind::Session, Some(held)) => held.len(),
+            _ => 0,
+        };
+        self.outbox[stream.index()].len() + held
     }
 
     /// The QUIC connection, for statistics and path information.
@@ -447,6 +463,22 @@ impl ClientSession {
         match &self.close {
             Some(close) => Err(close.clone().into()),
             None => Ok(()),
+        }
+    }
+
+    /// Where the application's frames for `stream` go: the outbox, or the session-stream
+    /// frames held until AUTH.
+    fn out_buffer(&mut self, stream: StreamKind) -> &mut BytesMut {
+        match (stream, &mut self.before_auth) {
+            (StreamKind::Session, Some(held)) => held,
+            _ => &mut self.outbox[stream.index()],
+        }
+    }
+
+    /// AUTH is queued (or WELCOME came): the held session-stream frames follow it.
+    fn release_before_auth(&mut self) {
+        if let Some(held) = self.before_auth.take() {
+            self.outbox[StreamKind::Session.index()].extend_from_slice(&held);
         }
     }
 
@@ -607,8 +639,10 @@ impl ClientSession {
                     Frame::Auth(frame::Auth { signature: Bytes::copy_from_slice(&signature) });
                 auth.encode(&mut self.outbox[StreamKind::Session.index()]);
                 self.auth_sent = true;
+                self.release_before_auth();
             }
             Frame::Welcome(welcome) if self.welcome.is_none() => {
+                self.release_before_auth();
                 self.session_events.push_back(Event::Welcome {
                     node_id: welcome.node_id,
                     observed: welcome.observed,

@@ -67,11 +67,36 @@ fn an_ed25519_key_answers_the_challenge_on_stream_0_and_is_welcomed() {
 }
 
 #[test]
+fn requests_queued_before_auth_wait_for_it() {
+    let identity = Identity::generate();
+    let key = Ed25519Key::generate().unwrap();
+    let mut pipe = Pipe::new(&config(Credential::Ed25519(key)), &identity, 1 << 20);
+    // Queued before any packet moved: without a credential it would pipeline behind HELLO,
+    // but the node takes nothing between HELLO and AUTH but AUTH (PROTOCOL §6.3).
+    let subscribe = Frame::Subscribe(frame::Subscribe {
+        request_id: 1,
+        sub_id: 1,
+        pattern: "room.*".parse().unwrap(),
+    });
+    pipe.client.send_frame(&subscribe, StreamKind::Session).unwrap();
+    assert!(pipe.client.pending_bytes(StreamKind::Session) > subscribe.encoded_len());
+    let events = pipe.events();
+    let types: Vec<(u64, u8)> =
+        pipe.node.received.iter().map(|(s, f)| (*s, f.frame_type())).collect();
+    assert_eq!(types, vec![(0, 0x01), (0, 0x04), (0, 0x10)], "HELLO, AUTH, SUBSCRIBE");
+    assert!(matches!(events[0], Event::Welcome { .. }), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Frame(Frame::Ok(ok)) if ok.request_id == 1)));
+    assert_eq!(pipe.client.pending_bytes(StreamKind::Session), 0);
+}
+
+#[test]
 fn a_public_key_alone_hands_the_challenge_to_the_application() {
     let identity = Identity::generate();
     let key = Ed25519Key::generate().unwrap();
     let public = Bytes::copy_from_slice(key.public_key());
     let mut pipe = Pipe::new(&config(Credential::PublicKey(public)), &identity, 1 << 20);
+    let ping = Frame::Ping(frame::Ping { ping_id: 5, sent_at_us: 0 });
+    pipe.client.send_frame(&ping, StreamKind::Session).unwrap();
     let events = pipe.events();
     let nonce = match &events[..] {
         [Event::Frame(Frame::Challenge(c))] => c.nonce.clone(),
@@ -83,7 +108,9 @@ fn a_public_key_alone_hands_the_challenge_to_the_application() {
     let signature = Bytes::copy_from_slice(&key.sign(&spec_message(&nonce, &PEER_ID)));
     pipe.client.send_frame(&Frame::Auth(frame::Auth { signature }), StreamKind::Session).unwrap();
     let events = pipe.events();
-    assert!(matches!(&events[..], [Event::Welcome { .. }]), "{events:?}");
+    assert!(matches!(&events[0], Event::Welcome { .. }), "{events:?}");
+    let types: Vec<u8> = pipe.node.frames().iter().map(Frame::frame_type).collect();
+    assert_eq!(types, vec![0x01, 0x04, 0x06], "HELLO, AUTH, then the PING held for it");
 }
 
 #[test]

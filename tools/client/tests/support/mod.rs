@@ -3,7 +3,8 @@
 //! echo, PING with PONG, CALL with REPLY (`echo`) or CALL_ERROR, GOODBYE with a close.
 //! Credentials as the real node judges them: a HELLO with an Ed25519 public key gets a
 //! CHALLENGE ([`CHALLENGE_NONCE`]) and its AUTH is verified against that key (AUTH_FAILED when
-//! it does not verify); in realm `closed` a HELLO without credential is refused with
+//! it does not verify, AUTH_REQUIRED when another frame comes first); in realm `closed` a
+//! HELLO without credential is refused with
 //! AUTH_REQUIRED, and in realm `refused` any credential with AUTH_FAILED.
 //!
 //! Two ways to run it: [`Pipe`] moves datagrams between a `ClientSession` and the node in
@@ -178,6 +179,11 @@ impl TestNode {
         }
         self.received.push((stream, frame.clone()));
         if !self.answer {
+            return;
+        }
+        if self.challenged.is_some() && !matches!(frame, Frame::Auth(_) | Frame::Ping(_)) {
+            // As the node: between CHALLENGE and AUTH nothing else is taken (PROTOCOL §6.3).
+            let _ = self.conn.close(true, ErrorCode::AuthRequired as u64, b"AUTH must follow");
             return;
         }
         match frame {
