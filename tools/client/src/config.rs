@@ -17,7 +17,8 @@ pub const ALPN: &[u8] = b"fovea/1";
 pub const UDP_PAYLOAD_SEND_MAX: usize = 1350;
 
 /// The credential HELLO carries (docs/PROTOCOL.md §6.1, `cred_kind` and `credential`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `Debug` never shows a token or a private key.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Credential {
     /// `cred_kind` 0: no credential (enough for a realm without credentials).
     #[default]
@@ -32,6 +33,17 @@ pub enum Credential {
     /// with AUTH itself (a key held elsewhere); the blocking [`Client`](crate::Client) fails
     /// with [`ClientError::NoSigningKey`].
     PublicKey(Bytes),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Token(t) => write!(f, "Token(<{} bytes>)", t.len()),
+            Credential::Ed25519(key) => f.debug_tuple("Ed25519").field(key).finish(),
+            Credential::PublicKey(k) => f.debug_tuple("PublicKey").field(k).finish(),
+        }
+    }
 }
 
 impl Credential {

@@ -222,6 +222,10 @@ mod tests {
             assert!(Ed25519Key::from_key_file_text(bad).is_err(), "{bad:?}");
         }
         assert!(!format!("{key:?}").contains(SECRET), "Debug never shows the secret");
+        let credential = crate::Credential::Ed25519(key);
+        assert!(!format!("{credential:?}").contains(SECRET), "{credential:?}");
+        let token = crate::Credential::Token(bytes::Bytes::from_static(b"s3cret"));
+        assert_eq!(format!("{token:?}"), "Token(<6 bytes>)");
     }
 
     #[test]
