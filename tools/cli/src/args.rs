@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fovea_client::codec::Realm;
-use fovea_client::{ConnectOptions, Verify};
+use fovea_client::{ConnectOptions, Credential, Verify};
 
 use crate::Usage;
 
@@ -49,6 +49,25 @@ pub(crate) struct Cli {
     /// Peer id as 64 hex digits (random by default).
     #[arg(long, global = true, value_parser = parse_peer_id)]
     pub(crate) peer_id: Option<[u8; 32]>,
+    /// Bearer token of a token credential (the node stores its SHA-256 as `token_sha256`).
+    /// Other users of this host may see it in the process list: prefer --token-file or the
+    /// environment.
+    #[arg(
+        long,
+        global = true,
+        env = "FOVEA_TOKEN",
+        hide_env_values = true,
+        conflicts_with_all = ["token_file", "key"]
+    )]
+    pub(crate) token: Option<String>,
+    /// File holding the token (one trailing newline is ignored).
+    #[arg(long, global = true, env = "FOVEA_TOKEN_FILE", conflicts_with = "key")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Ed25519 private key file of a public-key credential: 64 hex digits, or PKCS#8 PEM. HELLO
+    /// carries its public key and the node's CHALLENGE is signed with it. `fovea-cli keygen
+    /// FILE` makes one and prints the public key for the node's `[[auth.credentials]]`.
+    #[arg(long, global = true, env = "FOVEA_KEY")]
+    pub(crate) key: Option<PathBuf>,
     /// One JSON object per result line instead of human output.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -123,6 +142,20 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         metrics: String,
     },
+    /// Generate an Ed25519 key pair for --key: writes the private key to FILE (mode 0600) and
+    /// prints the `ed25519_public_key = "..."` line for the node's `[[auth.credentials]]`.
+    Keygen {
+        /// Where to write the private key (refused if it exists, unless --force).
+        file: PathBuf,
+        /// Overwrite an existing FILE.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the `ed25519_public_key = "..."` line of an existing private key file.
+    Pubkey {
+        /// The private key file (as --key takes it).
+        file: PathBuf,
+    },
 }
 
 /// Seconds as a number (`2`, `0.5`) or a humantime duration (`500ms`, `2s`, `1m`); positive.
@@ -182,11 +215,38 @@ impl Cli {
     /// Client options from the global flags, for the first node.
     #[cfg(test)]
     pub(crate) fn connect_options(&self) -> Result<ConnectOptions, Usage> {
-        self.connect_options_for(&self.node[0])
+        self.connect_options_for(&self.node[0], &self.credential()?)
     }
 
-    /// Client options from the global flags, for connecting to `node`.
-    pub(crate) fn connect_options_for(&self, node: &str) -> Result<ConnectOptions, Usage> {
+    /// HELLO's credential from --token, --token-file or --key (read once per run: the files
+    /// are read here).
+    pub(crate) fn credential(&self) -> Result<Credential, Usage> {
+        if let Some(token) = &self.token {
+            return token_credential("--token", token.as_bytes().to_vec());
+        }
+        if let Some(path) = &self.token_file {
+            let mut token = std::fs::read(path)
+                .map_err(|e| Usage(format!("--token-file {}: {e}", path.display())))?;
+            if token.ends_with(b"\n") {
+                token.pop();
+                if token.ends_with(b"\r") {
+                    token.pop();
+                }
+            }
+            return token_credential("--token-file", token);
+        }
+        if let Some(path) = &self.key {
+            return Ok(Credential::Ed25519(crate::keys::load(path)?));
+        }
+        Ok(Credential::None)
+    }
+
+    /// Client options from the global flags and `credential`, for connecting to `node`.
+    pub(crate) fn connect_options_for(
+        &self,
+        node: &str,
+        credential: &Credential,
+    ) -> Result<ConnectOptions, Usage> {
         let realm: Realm = self
             .realm
             .parse()
@@ -194,6 +254,7 @@ impl Cli {
         let mut options = ConnectOptions { request_timeout: self.timeout, ..Default::default() };
         options.config.realm = realm;
         options.config.peer_id = self.peer_id;
+        options.config.credential = credential.clone();
         options.config.client_name = concat!("fovea-cli/", env!("CARGO_PKG_VERSION")).to_owned();
         options.config.verify = match (&self.ca, self.insecure) {
             (_, true) => Verify::Insecure,
@@ -204,6 +265,18 @@ impl Cli {
             Some(self.server_name.clone().unwrap_or_else(|| default_server_name(node)));
         Ok(options)
     }
+}
+
+/// A token credential, refused early when HELLO could not carry it.
+fn token_credential(flag: &str, token: Vec<u8>) -> Result<Credential, Usage> {
+    let max = fovea_client::codec::Limits::default().max_credential;
+    if token.is_empty() {
+        return Err(Usage(format!("{flag}: the token is empty")));
+    }
+    if token.len() > max {
+        return Err(Usage(format!("{flag}: the token is longer than {max} bytes")));
+    }
+    Ok(Credential::Token(token.into()))
 }
 
 /// The host part of a --node address when it is a name, else `localhost` (what the node's
@@ -268,5 +341,38 @@ mod tests {
     fn insecure_and_ca_exclude_each_other() {
         let r = Cli::try_parse_from(["fovea-cli", "--insecure", "--ca", "x.pem", "ping"]);
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn one_credential_at_most_and_tokens_go_into_hello() {
+        for args in [
+            &["fovea-cli", "--token", "t", "--key", "k", "ping"][..],
+            &["fovea-cli", "--token", "t", "--token-file", "f", "ping"][..],
+            &["fovea-cli", "--token-file", "f", "--key", "k", "ping"][..],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["fovea-cli", "ping", "--token", "s3cret"]).unwrap();
+        let o = cli.connect_options().unwrap();
+        assert_eq!(o.config.credential, Credential::Token(b"s3cret".to_vec().into()));
+        let cli = Cli::try_parse_from(["fovea-cli", "--token", "", "ping"]).unwrap();
+        assert!(cli.credential().unwrap_err().0.contains("empty"));
+        let dir = std::env::temp_dir().join(format!("fovea-cli-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-a-file\r\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["fovea-cli", "--token-file", file.to_str().unwrap(), "ping"])
+                .unwrap();
+        assert_eq!(cli.credential().unwrap(), Credential::Token(b"from-a-file".to_vec().into()));
+        let missing = dir.join("missing");
+        let cli =
+            Cli::try_parse_from(["fovea-cli", "--key", missing.to_str().unwrap(), "ping"]).unwrap();
+        assert!(cli.credential().unwrap_err().0.contains("missing"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            Cli::try_parse_from(["fovea-cli", "ping"]).unwrap().credential().unwrap(),
+            Credential::None
+        );
     }
 }

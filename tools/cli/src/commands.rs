@@ -39,12 +39,13 @@ fn jitter() -> f64 {
 /// within --timeout, with a backoff between them; the last node's error if none does.
 fn connect(cli: &Cli) -> anyhow::Result<Client> {
     let nodes = cli.node_addrs()?;
+    let credential = cli.credential()?;
     let mut last = None;
     for (k, (name, addr)) in nodes.iter().enumerate() {
         if k > 0 {
             std::thread::sleep(backoff(k as u32, jitter()));
         }
-        let options = cli.connect_options_for(name)?;
+        let options = cli.connect_options_for(name, &credential)?;
         match Client::connect(*addr, &options, Instant::now() + cli.timeout) {
             Ok(client) => return Ok(client),
             Err(e) => {
@@ -168,7 +169,7 @@ pub(crate) fn subscribe(
             }
             Event::Closed { error_code, reason, by_peer, is_app } => {
                 let close = fovea_client::Close { error_code, reason, by_peer, is_app };
-                return Err(ClientError::Closed(close).into());
+                return Err(ClientError::from(close).into());
             }
             Event::Frame(_) | Event::Welcome { .. } => {}
         }

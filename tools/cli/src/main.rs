@@ -1,10 +1,12 @@
 //! `fovea-cli`: the operators' client. `pub`, `sub`, `call`, `ping` speak the Fovea protocol
-//! over QUIC through `fovea-client`; `stats` reads the node's metrics endpoint. Human output by
-//! default, `--json` for scripts. Exit codes: 0 success, 1 the node refused or closed, 2 usage
+//! over QUIC through `fovea-client`, with a token or an Ed25519 key as credential (`--token`,
+//! `--token-file`, `--key`; `keygen` makes a key); `stats` reads the node's metrics endpoint.
+//! Human output by default, `--json` for scripts. Exit codes: 0 success, 1 the node refused or closed, 2 usage
 //! or connection errors, 3 `sub --count` not reached within `--duration`.
 
 mod args;
 mod commands;
+mod keys;
 mod metrics;
 
 use std::process::ExitCode;
@@ -60,6 +62,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Ping { count } => commands::ping(cli, *count),
         Command::Stats { metrics } => commands::stats(cli, metrics),
         Command::Members { metrics } => commands::members(cli, metrics),
+        Command::Keygen { file, force } => keys::keygen(cli, file, *force),
+        Command::Pubkey { file } => keys::pubkey(cli, file),
     }
 }
 
@@ -75,7 +79,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             ClientError::Rejected { .. }
             | ClientError::CallFailed { .. }
             | ClientError::PayloadTooLarge { .. }
-            | ClientError::FrameTooLarge { .. },
+            | ClientError::FrameTooLarge { .. }
+            | ClientError::AuthRequired(_)
+            | ClientError::AuthFailed(_)
+            | ClientError::NoSigningKey,
         ) => 1,
         // Closed by this side (an untrusted certificate, a silent node, a socket error) is a
         // connection problem, not the node's refusal; so is a TLS failure either way.
@@ -93,6 +100,15 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         ClientError::Closed(c) if c.is_tls_failure() => {
             Some("the node refused the TLS handshake (ALPN fovea/1?)")
         }
+        ClientError::AuthRequired(_) => Some(
+            "this realm requires a credential: pass --key FILE (an Ed25519 key whose public key \
+             is in the node's [[auth.credentials]] for this --realm) or --token-file FILE",
+        ),
+        ClientError::AuthFailed(_) => Some(
+            "the node does not accept this credential in this realm: check --realm, and that \
+             the node's [[auth.credentials]] hold this key's public key (fovea-cli pubkey FILE) \
+             or this token's SHA-256",
+        ),
         _ => None,
     }
 }

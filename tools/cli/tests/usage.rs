@@ -1,5 +1,5 @@
 //! `fovea-cli` error paths and `stats` without a node: bad arguments, a silent port, a port
-//! where nothing listens, and a canned metrics endpoint. The CLI runs as a real process; every
+//! where nothing listens, and a canned metrics endpoint; `keygen` and `pubkey`. The CLI runs as a real process; every
 //! wait is bounded.
 
 use std::io::{Read, Write};
@@ -72,10 +72,48 @@ fn conflicting_or_malformed_flags_are_usage_errors() {
         &["--peer-id", "abcd", "ping"][..],
         &["ping", "--count", "0"][..],
         &["sub"][..],
+        &["--token", "t", "--key", "k.key", "ping"][..],
+        &["--node", "127.0.0.1:9", "--key", "/nonexistent/k.key", "ping"][..],
+        &["--node", "127.0.0.1:9", "--token", "", "ping"][..],
     ] {
         let out = cli(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
+}
+
+#[test]
+fn keygen_writes_a_key_only_its_owner_reads_and_never_over_another() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-keygen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("id.key");
+    let path = file.to_str().unwrap();
+    let _ = std::fs::remove_file(&file);
+    let out = cli(&["keygen", path]);
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(line.starts_with("ed25519_public_key = \"") && line.len() == 87, "{line}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    let first = std::fs::read(&file).unwrap();
+    let out = cli(&["keygen", path]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("--force"), "{out:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), first, "the existing key is untouched");
+    // `pubkey` reads it back; --json names both.
+    let out = cli(&["--json", "pubkey", path]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        format!("ed25519_public_key = \"{}\"", v["ed25519_public_key"].as_str().unwrap()),
+        line
+    );
+    let out = cli(&["keygen", "--force", path]);
+    assert!(out.status.success(), "{out:?}");
+    assert_ne!(std::fs::read(&file).unwrap(), first, "--force replaces it");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
