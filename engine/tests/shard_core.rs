@@ -18,6 +18,54 @@ use fovea_engine::udp::SendBatch;
 
 const NODE: &str = "127.0.0.1:4433";
 
+/// Counts the bytes this thread has live on the heap: each test drives its shard on its own
+/// thread, so a test can measure what the shard keeps without the other tests' noise.
+struct CountingAlloc;
+
+thread_local! {
+    static LIVE_BYTES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn count(delta: i64) {
+    let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + delta));
+}
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.with(|c| c.get())
+}
+
+// SAFETY: every call forwards to the system allocator unchanged; the counter only observes.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = std::alloc::System.alloc(layout);
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = std::alloc::System.alloc_zeroed(layout);
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(p, layout);
+        count(-(layout.size() as i64));
+    }
+    unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        let q = std::alloc::System.realloc(p, layout, new);
+        if !q.is_null() {
+            count(new as i64 - layout.size() as i64);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
 struct Pipe {
     shard: Shard,
     metrics: Arc<ShardMetrics>,
@@ -351,4 +399,55 @@ fn an_unauthenticated_datagram_does_not_change_the_peer_address() {
         "OBSERVED_ADDR after a spoofed datagram: {frames:?}"
     );
     assert_eq!(pipe.metrics.observed_addr_changes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[test]
+fn calls_in_flight_keep_only_their_own_bytes_not_the_receive_buffers_they_arrived_in() {
+    // Each CALL arrives in a packet of its own and is read into a fresh receive buffer
+    // (16 KiB). Its procedure and arguments stay in the call state until the reply; kept as
+    // slices they kept the whole buffer alive, 16 KiB per 64-byte call, and a stall with
+    // thousands of calls in flight became hundreds of MiB (docs/BENCHMARKS.md, "RPC").
+    const CALLS: usize = 2_000;
+    let mut config = config();
+    config.limits.max_inflight_calls_per_peer = CALLS;
+    let mut pipe = Pipe::new(&config);
+    let mut provider = connected(&mut pipe, 3001);
+    let mut caller = connected(&mut pipe, 3002);
+    provider.write(
+        0,
+        &Frame::Register(frame::Register { request_id: 7, procedure: "svc.echo".parse().unwrap() }),
+    );
+    pipe.drive(&mut [&mut provider, &mut caller]);
+    assert!(provider.take().iter().any(|f| matches!(f, Frame::Ok(o) if o.request_id == 7)));
+    // Warm up (quiche's stream buffers, the call tables) before measuring.
+    let call = |id: u64| {
+        Frame::Call(frame::Call {
+            idempotent: true,
+            call_id: id,
+            timeout_ms: 60_000,
+            procedure: "svc.echo".parse().unwrap(),
+            payload: bytes::Bytes::from(vec![id as u8; 64]),
+        })
+    };
+    let mut invoked = 0;
+    let mut one_call = |pipe: &mut Pipe, id: u64| {
+        caller.write(2, &call(id));
+        pipe.drive(&mut [&mut caller, &mut provider]);
+        // The provider never answers: every call stays in flight.
+        invoked += provider.take().iter().filter(|f| matches!(f, Frame::Invoke(_))).count();
+    };
+    for id in 0..100 {
+        one_call(&mut pipe, id);
+    }
+    let before = live_bytes();
+    for id in 100..CALLS as u64 {
+        one_call(&mut pipe, id);
+    }
+    let grown = live_bytes() - before;
+    assert_eq!(invoked, CALLS, "every call reached the provider");
+    let per_call = grown / (CALLS as i64 - 100);
+    assert!(
+        per_call < 2048,
+        "{per_call} bytes kept per call in flight (a 64-byte call): receive buffers are pinned"
+    );
 }

@@ -16,6 +16,7 @@ mod fanout;
 mod link;
 mod nat;
 mod port;
+mod retain;
 mod rpc;
 mod session;
 

@@ -13,6 +13,7 @@ use fovea_codec::frame::{self, Frame};
 use fovea_codec::{ErrorCode, Name, Realm};
 use smallvec::SmallVec;
 
+use super::retain::detach_small;
 use super::session::owner_shard;
 use super::{ConnRef, Shard, ShardMsg};
 use crate::config::ProviderSelection;
@@ -289,11 +290,12 @@ impl Shard {
         *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
         self.rpc.deadlines.insert((deadline, caller, c.call_id));
         ShardMetrics::set(&self.ctx.metrics.rpc_calls_in_flight, self.rpc.deadlines.len() as u64);
+        // Both outlive this turn (super::retain).
         let state = CallState {
             deadline,
             realm: realm.clone(),
-            procedure: c.procedure,
-            payload: c.payload,
+            procedure: c.procedure.detach(),
+            payload: detach_small(c.payload),
             idempotent: c.idempotent,
             provider,
             tried: SmallVec::new(),
@@ -353,6 +355,12 @@ impl Shard {
             return;
         }
         let inv = self.rpc.invocations.remove(&invocation_id).expect("present");
+        // The answer waits in the caller's send queue until acknowledged (super::retain).
+        let outcome = match outcome {
+            CallOutcome::Reply(payload) => CallOutcome::Reply(detach_small(payload)),
+            CallOutcome::Error(code, message) => CallOutcome::Error(code, detach_small(message)),
+            gone @ CallOutcome::ProviderGone => gone,
+        };
         self.route_invocation(inv, outcome);
     }
 
@@ -647,7 +655,7 @@ impl Shard {
             source,
             realm,
             target: s.target,
-            payload: s.payload,
+            payload: detach_small(s.payload),
             request_id: s.request_id,
         };
         if target_shard == self.ctx.index {
