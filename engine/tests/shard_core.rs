@@ -37,25 +37,29 @@ fn live_bytes() -> i64 {
 // SAFETY: every call forwards to the system allocator unchanged; the counter only observes.
 unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let p = std::alloc::System.alloc(layout);
+        // SAFETY: the caller's layout contract is passed on unchanged.
+        let p = unsafe { std::alloc::System.alloc(layout) };
         if !p.is_null() {
             count(layout.size() as i64);
         }
         p
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let p = std::alloc::System.alloc_zeroed(layout);
+        // SAFETY: as in `alloc`.
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
         if !p.is_null() {
             count(layout.size() as i64);
         }
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
-        std::alloc::System.dealloc(p, layout);
+        // SAFETY: `p` came from this allocator (hence from System) with `layout`.
+        unsafe { std::alloc::System.dealloc(p, layout) };
         count(-(layout.size() as i64));
     }
     unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        let q = std::alloc::System.realloc(p, layout, new);
+        // SAFETY: as in `dealloc`, with the caller's new size.
+        let q = unsafe { std::alloc::System.realloc(p, layout, new) };
         if !q.is_null() {
             count(new as i64 - layout.size() as i64);
         }
