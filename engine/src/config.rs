@@ -132,6 +132,9 @@ pub struct NodeSection {
     pub socket_send_buffer_bytes: usize,
     /// Use UDP GSO for several packets to one peer when the kernel supports it.
     pub gso: bool,
+    /// Use UDP GRO (receive several datagrams of one sender as one buffer) when the kernel
+    /// supports it.
+    pub gro: bool,
 }
 
 /// `[tls]`: certificate and key files; a self-signed pair is generated in `data_dir` if unset.
@@ -272,6 +275,7 @@ impl Default for NodeSection {
             socket_recv_buffer_bytes: 32 << 20,
             socket_send_buffer_bytes: 8 << 20,
             gso: true,
+            gro: true,
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::mesh::Mesh;
 use crate::metrics::ShardMetrics;
 use crate::shard::Shard;
-use crate::udp::{RecvBatch, SendBatch, BATCH};
+use crate::udp::{Offload, RecvBatch, SendBatch, BATCH};
 
 /// Full receive batches (of `udp::BATCH` datagrams) drained before a turn must end.
 const RECV_BATCHES_PER_TURN: usize = 16;
@@ -74,7 +74,7 @@ pub fn run(
     socket: std::net::UdpSocket,
     mesh: Arc<Mesh>,
     stop: Arc<StopFlag>,
-    gso: bool,
+    offload: Offload,
     force_legacy: bool,
 ) -> IoDriver {
     if !force_legacy {
@@ -84,7 +84,7 @@ pub fn run(
             .build()
         {
             Ok(mut rt) => {
-                rt.block_on(shard_main(shard, socket, mesh, stop, gso));
+                rt.block_on(shard_main(shard, socket, mesh, stop, offload));
                 return IoDriver::IoUring;
             }
             Err(e) => {
@@ -96,7 +96,7 @@ pub fn run(
         .enable_timer()
         .build()
         .expect("the legacy driver needs only epoll");
-    rt.block_on(shard_main(shard, socket, mesh, stop, gso));
+    rt.block_on(shard_main(shard, socket, mesh, stop, offload));
     IoDriver::Legacy
 }
 
@@ -204,7 +204,7 @@ async fn shard_main(
     socket: std::net::UdpSocket,
     mesh: Arc<Mesh>,
     stop: Arc<StopFlag>,
-    gso: bool,
+    offload: Offload,
 ) {
     let index = shard.index();
     let metrics_handle = shard_metrics(&shard);
@@ -212,7 +212,7 @@ async fn shard_main(
     let socket = Rc::new(socket);
     let driver = Rc::new(Driver {
         core: RefCell::new(shard),
-        send: RefCell::new(SendBatch::new(gso)),
+        send: RefCell::new(SendBatch::new(offload.gso)),
         fd: socket.as_raw_fd(),
         mesh: mesh.clone(),
         metrics: metrics_handle,
@@ -241,7 +241,7 @@ async fn shard_main(
         let d = driver.clone();
         let socket = socket.clone();
         monoio::spawn(async move {
-            let mut batch = RecvBatch::new();
+            let mut batch = RecvBatch::new(offload.gro);
             let mut batches = 0;
             loop {
                 if socket.readable(false).await.is_err() {
@@ -259,8 +259,10 @@ async fn shard_main(
                         let now = Instant::now();
                         let mut core = d.core.borrow_mut();
                         for i in 0..n {
-                            if let Some((data, from)) = batch.get(i) {
-                                core.handle_datagram(now, data, from);
+                            if let Some((data, from, segment)) = batch.get(i) {
+                                for datagram in data.chunks_mut(segment) {
+                                    core.handle_datagram(now, datagram, from);
+                                }
                             }
                         }
                     }

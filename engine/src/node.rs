@@ -79,6 +79,9 @@ impl Node {
             .local_addr()
             .map_err(|source| StartError::Bind { addr: config.node.listen, source })?;
         let gso = config.node.gso && crate::steer::gso_supported(&sockets[0]);
+        // Per socket: a shard sizes its receive slots for GRO only if its own socket has it.
+        let gro: Vec<bool> =
+            sockets.iter().map(|s| config.node.gro && crate::udp::enable_gro(s)).collect();
         let use_uring = !config.node.force_legacy_driver && driver::io_uring_available();
         let driver_name = if use_uring { "io_uring" } else { "legacy" };
         let metrics: Vec<Arc<ShardMetrics>> =
@@ -107,7 +110,9 @@ impl Node {
         let control_link = control.as_ref().map(|c| c.link());
         let mut stops = Vec::new();
         let mut threads = Vec::new();
+        let gro_all = gro.iter().all(|&g| g);
         for (index, socket) in sockets.into_iter().enumerate() {
+            let offload = crate::udp::Offload { gso, gro: gro[index] };
             let quic_config =
                 crate::quic::server_config(&config, &identity).map_err(StartError::Quic)?;
             let ctx = ShardContext {
@@ -139,7 +144,7 @@ impl Node {
                     let mut shard = Shard::new(ctx, quic_config, Instant::now());
                     shard.set_security(auth, Some(tls_source));
                     let shard = with_control(shard, control_link);
-                    driver::run(shard, socket, mesh, stop, gso, force_legacy)
+                    driver::run(shard, socket, mesh, stop, offload, force_legacy)
                 })
                 .expect("spawn shard thread");
             threads.push(thread);
@@ -160,7 +165,7 @@ impl Node {
             None => None,
         };
         http_state.ready.store(true, Ordering::Relaxed);
-        tracing::info!(%quic_addr, %http_addr, shards, driver = driver_name, gso, "fovea node listening");
+        tracing::info!(%quic_addr, %http_addr, shards, driver = driver_name, gso, gro = gro_all, "fovea node listening");
         Ok(Node {
             quic_addr,
             http_addr,
