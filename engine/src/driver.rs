@@ -23,8 +23,9 @@ use crate::metrics::ShardMetrics;
 use crate::shard::Shard;
 use crate::udp::{Offload, RecvBatch, SendBatch, BATCH};
 
-/// Full receive batches (of `udp::BATCH` datagrams) drained before a turn must end.
-const RECV_BATCHES_PER_TURN: usize = 16;
+/// Datagrams taken in from the socket before a turn must end (16 full `recvmmsg` batches
+/// without GRO).
+const DATAGRAMS_PER_TURN: usize = 16 * BATCH;
 
 /// Which I/O driver a shard ended up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +243,11 @@ async fn shard_main(
         let socket = socket.clone();
         monoio::spawn(async move {
             let mut batch = RecvBatch::new(offload.gro);
-            let mut batches = 0;
+            // Datagrams handled since the last turn ended. Counted per datagram, not per
+            // receive buffer: with GRO one `recvmmsg` can return thousands of datagrams, and a
+            // turn that takes all of them in before flushing lets send queues grow by as much
+            // (the 5,000 publishes/s overload scenario peaked at 2.3 GB instead of 0.6 GB).
+            let mut since_turn = 0;
             loop {
                 if socket.readable(false).await.is_err() {
                     continue;
@@ -255,31 +260,29 @@ async fn shard_main(
                             0
                         }
                     };
-                    {
-                        let now = Instant::now();
-                        let mut core = d.core.borrow_mut();
-                        for i in 0..n {
-                            if let Some((data, from, segment)) = batch.get(i) {
-                                for datagram in data.chunks_mut(segment) {
-                                    core.handle_datagram(now, datagram, from);
-                                }
+                    let mut now = Instant::now();
+                    for i in 0..n {
+                        let Some((data, from, segment)) = batch.get(i) else { continue };
+                        for datagram in data.chunks_mut(segment) {
+                            d.core.borrow_mut().handle_datagram(now, datagram, from);
+                            since_turn += 1;
+                            // Keep draining, but not unboundedly: a flush to 1000 peers takes
+                            // milliseconds, during which their ACKs pile up in the socket
+                            // buffer and, once it is full, are dropped by the kernel (loss,
+                            // retransmits, latency); after DATAGRAMS_PER_TURN the turn ends
+                            // anyway, so sends are never starved.
+                            if since_turn >= DATAGRAMS_PER_TURN {
+                                since_turn = 0;
+                                d.end_turn();
+                                now = Instant::now();
                             }
                         }
                     }
                     if n < BATCH {
                         break;
                     }
-                    // Keep draining: a flush to 1000 peers takes milliseconds, during which
-                    // their ACKs pile up in the socket buffer and, once it is full, are dropped
-                    // by the kernel (loss, retransmits, latency). After RECV_BATCHES_PER_TURN
-                    // full batches the turn ends anyway, so sends are never starved.
-                    batches += 1;
-                    if batches >= RECV_BATCHES_PER_TURN {
-                        batches = 0;
-                        d.end_turn();
-                    }
                 }
-                batches = 0;
+                since_turn = 0;
                 d.end_turn();
             }
         });
