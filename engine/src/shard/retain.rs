@@ -1,15 +1,15 @@
 //! Copies small values out of a connection's receive buffer before the node keeps them.
 //!
 //! A decoded frame's fields are slices of the receive buffer they arrived in (16 KiB or more),
-//! and a slice keeps that whole buffer alive. Most frames are done with by the end of the turn,
-//! so the buffer is reused in place; but a call's procedure and arguments stay in its call
-//! state and in the provider's send queue until the reply, a reply stays in the caller's send
-//! queue until QUIC has it acknowledged, and so on. Kept as slices, every 64-byte call pinned
-//! a 16 KiB buffer (256 times its size): at 90,000 calls/s a short stall left thousands of
-//! calls in flight, the node faulted in (and the kernel zeroed) fresh memory for each new
-//! buffer, which slowed it further: 94 % of a stalled node's time went to `clear_page_erms`
-//! under `read_streams` (docs/BENCHMARKS.md, "RPC"). Copying up to `COPY_AT_MOST` bytes costs
-//! tens of nanoseconds; larger values stay zero-copy slices, where the buffer is mostly them.
+//! and a slice keeps that whole buffer alive. Most frames are done with within the turn or the
+//! next cross-shard hop (what goes out to a peer is encoded into a buffer of its own), but a
+//! call's procedure and arguments stay in its call state until the answer, for an idempotent
+//! retry or a forward. Kept as slices, every 64-byte call pinned a 16 KiB buffer (256 times
+//! its size): at 90,000 calls/s a short stall left thousands of calls in flight, the node
+//! faulted in (and the kernel zeroed) fresh memory for each new buffer, which slowed it
+//! further: 94 % of a stalled node's time went to `clear_page_erms` under `read_streams`
+//! (docs/BENCHMARKS.md, "RPC"). Copying up to `COPY_AT_MOST` bytes costs tens of nanoseconds;
+//! larger values stay zero-copy slices, where the buffer is mostly them.
 
 use bytes::Bytes;
 

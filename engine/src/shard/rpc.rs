@@ -290,7 +290,7 @@ impl Shard {
         *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
         self.rpc.deadlines.insert((deadline, caller, c.call_id));
         ShardMetrics::set(&self.ctx.metrics.rpc_calls_in_flight, self.rpc.deadlines.len() as u64);
-        // Both outlive this turn (super::retain).
+        // Both stay in the call state until the answer, for a retry or a forward (super::retain).
         let state = CallState {
             deadline,
             realm: realm.clone(),
@@ -355,12 +355,6 @@ impl Shard {
             return;
         }
         let inv = self.rpc.invocations.remove(&invocation_id).expect("present");
-        // The answer waits in the caller's send queue until acknowledged (super::retain).
-        let outcome = match outcome {
-            CallOutcome::Reply(payload) => CallOutcome::Reply(detach_small(payload)),
-            CallOutcome::Error(code, message) => CallOutcome::Error(code, detach_small(message)),
-            gone @ CallOutcome::ProviderGone => gone,
-        };
         self.route_invocation(inv, outcome);
     }
 
@@ -655,7 +649,7 @@ impl Shard {
             source,
             realm,
             target: s.target,
-            payload: detach_small(s.payload),
+            payload: s.payload,
             request_id: s.request_id,
         };
         if target_shard == self.ctx.index {
