@@ -269,6 +269,11 @@ fn publishing_above_the_rate_is_rate_limited_then_flood() {
     let mut sub = TestClient::connect(node.quic_addr, "default");
     sub.subscribe(1, "bystander");
     let mut c = TestClient::connect(node.quic_addr, "default");
+    // WELCOME tells the peer the budget it is held to (PROTOCOL.md §6.2, keys 10 and 11);
+    // every peer's WELCOME shows the same (below).
+    let limits = &c.welcome.as_ref().expect("WELCOME").limits;
+    assert!(limits.contains(&(fovea_codec::frame::limit_keys::PUBLISH_RATE_PER_S, 1)));
+    assert!(limits.contains(&(fovea_codec::frame::limit_keys::PUBLISH_BURST, 3)));
     for _ in 0..3 {
         assert!(matches!(c.publish_acked("t", b"x", None), Frame::Ok(_)));
     }
@@ -282,6 +287,7 @@ fn publishing_above_the_rate_is_rate_limited_then_flood() {
     assert!(metric(node.http_addr, "fovea_publish_rate_limited_total") >= 5);
     // Another peer has its own budget.
     let mut p = TestClient::connect(node.quic_addr, "default");
+    assert!(p.welcome.as_ref().unwrap().limits.contains(&(10, 1)));
     assert!(matches!(p.publish_acked("bystander", b"mine", None), Frame::Ok(_)));
     assert_eq!(&sub.next_deliver(WAIT).unwrap().payload[..], b"mine");
     node.shutdown();

@@ -415,17 +415,23 @@ impl Shard {
         ShardMetrics::set(&self.ctx.metrics.peers, self.peers as u64);
         let keepalive = Duration::from_millis(self.ctx.limits.keepalive_ms);
         let l = &self.ctx.limits;
-        let welcome_limits = vec![
-            (1, l.max_payload as u64),
-            (2, (l.max_payload + FRAME_OVERHEAD_MAX) as u64),
-            (3, l.max_topic_len as u64),
-            (4, l.max_topic_depth as u64),
-            (5, l.max_subscriptions_per_peer as u64),
-            (6, l.max_registrations_per_peer as u64),
-            (7, l.max_inflight_calls_per_peer as u64),
-            (8, l.idle_timeout_ms),
-            (9, l.keepalive_ms),
+        use fovea_codec::frame::limit_keys as k;
+        let mut welcome_limits = vec![
+            (k::MAX_PAYLOAD, l.max_payload as u64),
+            (k::MAX_FRAME_LEN, (l.max_payload + FRAME_OVERHEAD_MAX) as u64),
+            (k::MAX_TOPIC_LEN, l.max_topic_len as u64),
+            (k::MAX_TOPIC_DEPTH, l.max_topic_depth as u64),
+            (k::MAX_SUBSCRIPTIONS, l.max_subscriptions_per_peer as u64),
+            (k::MAX_REGISTRATIONS, l.max_registrations_per_peer as u64),
+            (k::MAX_INFLIGHT_CALLS, l.max_inflight_calls_per_peer as u64),
+            (k::IDLE_TIMEOUT_MS, l.idle_timeout_ms),
+            (k::KEEPALIVE_MS, l.keepalive_ms),
         ];
+        // Only a limit that applies is advertised: 0 (off) would read as "no PUBLISH at all".
+        if l.publish_rate_per_s > 0 {
+            welcome_limits.push((k::PUBLISH_RATE_PER_S, l.publish_rate_per_s));
+            welcome_limits.push((k::PUBLISH_BURST, l.publish_burst));
+        }
         let node_id = self.ctx.node_id;
         let Some(conn) = self.conn_mut(r) else { return };
         conn.phase = Phase::Active;
