@@ -492,6 +492,15 @@ macro_rules! message {
 
 // `topic`-kind fields need the specific reader, so those messages are written by hand below.
 
+/// What an AUTH signature covers before the nonce and the peer id (docs/PROTOCOL.md §6.4).
+pub const AUTH_CONTEXT: &[u8] = b"fovea-auth-v1";
+
+/// The bytes an AUTH signature covers: `"fovea-auth-v1" ‖ nonce ‖ peer_id`, concatenated
+/// without length prefixes. The one definition the client signs and the node verifies.
+pub fn auth_message(nonce: &[u8], peer_id: &Id32) -> Vec<u8> {
+    [AUTH_CONTEXT, nonce, peer_id].concat()
+}
+
 message!(
     /// 0x04 AUTH: proof of possession of a public-key credential.
     Auth {

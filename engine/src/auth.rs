@@ -188,8 +188,7 @@ pub const CRED_NONE: u8 = 0;
 pub const CRED_TOKEN: u8 = 1;
 /// An Ed25519 public key.
 pub const CRED_ED25519: u8 = 2;
-/// What an AUTH signature covers, before the nonce and the peer id.
-pub const AUTH_CONTEXT: &[u8] = b"fovea-auth-v1";
+pub use fovea_codec::AUTH_CONTEXT;
 
 impl AuthTable {
     /// Compiles and validates the section.
@@ -294,10 +293,7 @@ impl AuthTable {
 
 /// Checks an AUTH signature: Ed25519 by `key` over `AUTH_CONTEXT ‖ nonce ‖ peer_id`.
 pub fn verify_auth(key: &[u8; 32], nonce: &[u8], peer_id: &[u8; 32], signature: &[u8]) -> bool {
-    let mut msg = Vec::with_capacity(AUTH_CONTEXT.len() + nonce.len() + 32);
-    msg.extend_from_slice(AUTH_CONTEXT);
-    msg.extend_from_slice(nonce);
-    msg.extend_from_slice(peer_id);
+    let msg = fovea_codec::auth_message(nonce, peer_id);
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
         .verify(&msg, signature)
         .is_ok()

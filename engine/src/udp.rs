@@ -92,8 +92,7 @@ const CMSG_ROOM: usize = 32;
 /// size (UDP GRO, Linux 5.0+): one queued skb, one `recvmmsg` slot and one copy for a burst
 /// instead of one each per datagram. On loopback a GSO train arrives whole instead of being
 /// split on receive. Returns false (and changes nothing) where the kernel refuses.
-pub fn enable_gro(socket: &std::net::UdpSocket) -> bool {
-    use std::os::fd::AsRawFd;
+pub fn enable_gro(socket: &impl std::os::fd::AsRawFd) -> bool {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads an int from a valid pointer of the given length.
     let rc = unsafe {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use fovea_codec::auth_message;
 use fovea_codec::frame::{self, Frame};
 use fovea_codec::ErrorCode;
 use fovea_engine::auth::CredentialConfig;
@@ -62,11 +63,6 @@ fn with_token(node: std::net::SocketAddr, realm: &str, token: &[u8]) -> TestClie
 fn expect_closed(c: &mut TestClient, code: ErrorCode) {
     let closed = c.wait_closed(WAIT).expect("closed by the node");
     assert_eq!(closed.code, code as u64, "{closed:?}");
-}
-
-/// The signed message of AUTH (docs/PROTOCOL.md §6.4).
-fn auth_message(nonce: &[u8], peer_id: &[u8; 32]) -> Vec<u8> {
-    [b"fovea-auth-v1".as_slice(), nonce, peer_id].concat()
 }
 
 fn challenge(c: &mut TestClient) -> Bytes {

@@ -16,21 +16,10 @@ use std::path::{Path, PathBuf};
 use fovea_codec::Id32;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
-/// What an AUTH signature covers before the nonce and the peer id (docs/PROTOCOL.md §6.4).
-pub const AUTH_CONTEXT: &[u8] = b"fovea-auth-v1";
+pub use fovea_codec::{auth_message, AUTH_CONTEXT};
 
 /// Bytes of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
-
-/// The bytes an AUTH signature covers: `"fovea-auth-v1" ‖ nonce ‖ peer_id`, concatenated
-/// without length prefixes.
-pub fn auth_message(nonce: &[u8], peer_id: &Id32) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(AUTH_CONTEXT.len() + nonce.len() + peer_id.len());
-    msg.extend_from_slice(AUTH_CONTEXT);
-    msg.extend_from_slice(nonce);
-    msg.extend_from_slice(peer_id);
-    msg
-}
 
 /// Why a key could not be read.
 #[derive(Debug, thiserror::Error)]
