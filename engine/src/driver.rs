@@ -261,10 +261,11 @@ async fn shard_main(
                         }
                     };
                     let mut now = Instant::now();
+                    let mut core = d.core.borrow_mut();
                     for i in 0..n {
                         let Some((data, from, segment)) = batch.get(i) else { continue };
                         for datagram in data.chunks_mut(segment) {
-                            d.core.borrow_mut().handle_datagram(now, datagram, from);
+                            core.handle_datagram(now, datagram, from);
                             since_turn += 1;
                             // Keep draining, but not unboundedly: a flush to 1000 peers takes
                             // milliseconds, during which their ACKs pile up in the socket
@@ -273,11 +274,14 @@ async fn shard_main(
                             // anyway, so sends are never starved.
                             if since_turn >= DATAGRAMS_PER_TURN {
                                 since_turn = 0;
+                                drop(core);
                                 d.end_turn();
+                                core = d.core.borrow_mut();
                                 now = Instant::now();
                             }
                         }
                     }
+                    drop(core);
                     if n < BATCH {
                         break;
                     }

@@ -191,24 +191,24 @@ impl RecvBatch {
         }
         let len = m.msg_len as usize;
         let from = from_sockaddr(&self.addrs[i])?;
-        let mut segment = len;
+        // Without a UDP_GRO message the buffer is one datagram; `chunks_mut` of a segment
+        // longer than the buffer yields it whole.
+        let mut segment = len.max(1);
         // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG macros walk within it.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
                     let size: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    if let Ok(size) = usize::try_from(size) {
-                        if size > 0 {
-                            segment = size.min(len.max(1));
-                        }
+                    if size > 0 {
+                        segment = size as usize;
                     }
                 }
                 c = libc::CMSG_NXTHDR(&m.msg_hdr, c);
             }
         }
         let start = i * self.slot;
-        Some((&mut self.bufs[start..start + len], from, segment.max(1)))
+        Some((&mut self.bufs[start..start + len], from, segment))
     }
 }
 

@@ -19,10 +19,10 @@ pub(super) const COPY_AT_MOST: usize = 4 * 1024;
 
 /// `b` in an allocation of its own when it is small, else `b` itself.
 pub(super) fn detach_small(b: Bytes) -> Bytes {
-    match b.len() {
-        0 => Bytes::new(),
-        n if n <= COPY_AT_MOST => Bytes::copy_from_slice(&b),
-        _ => b,
+    if b.len() <= COPY_AT_MOST {
+        Bytes::copy_from_slice(&b)
+    } else {
+        b
     }
 }
 
