@@ -13,29 +13,8 @@ use common::*;
 use fovea_codec::frame::Frame;
 use fovea_codec::ErrorCode;
 
-/// A `fovea` process and the addresses from its readiness line.
-struct NodeProcess {
-    child: Child,
-    quic: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Drop for NodeProcess {
-    /// A failing test must not leave a node running (it would hold the test's pipes open).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn_node(args: &[&str], data_dir: &std::path::Path) -> NodeProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
-    cmd.args(["--metrics", "127.0.0.1:0", "--no-pin", "--log", "warn"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args);
-    let (child, quic, http) = spawn_until_ready(&mut cmd);
-    NodeProcess { quic, http, child }
+    spawn_node_on(args, data_dir, "warn")
 }
 
 fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {

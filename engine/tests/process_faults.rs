@@ -6,35 +6,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
 use fovea_codec::frame::{self, Frame};
 
-/// A `fovea` process and the addresses from its readiness line; killed when dropped.
-struct NodeProcess {
-    child: Child,
-    quic: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn_node(args: &[&str], data_dir: &std::path::Path) -> NodeProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
-    cmd.args(["--metrics", "127.0.0.1:0", "--no-pin", "--log", "error"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args);
-    let (child, quic, http) = spawn_until_ready(&mut cmd);
-    NodeProcess { quic, http, child }
+    spawn_node_on(args, data_dir, "error")
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -754,20 +754,34 @@ impl SwarmConn {
 }
 
 /// A `fovea` process and the addresses from its readiness line. Dropping it kills the process
-/// and removes its directory, so a failing test leaves no node running.
+/// (so a failing test leaves no node running) and removes its directory if it owns one.
 pub struct NodeProcess {
     pub child: Child,
     pub quic: SocketAddr,
     pub http: SocketAddr,
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// Starts the `fovea` binary with `args` (ephemeral metrics port, not pinned, log level `log`)
+/// on `data_dir`, which the caller keeps: a restarted node may reuse it.
+pub fn spawn_node_on(args: &[&str], data_dir: &Path, log: &str) -> NodeProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
+    cmd.args(["--metrics", "127.0.0.1:0", "--no-pin", "--log", log])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args);
+    let (child, quic, http) = spawn_until_ready(&mut cmd);
+    NodeProcess { quic, http, child, dir: None }
 }
 
 /// Starts the `fovea` binary on ephemeral loopback ports (2 shards, not pinned) with `toml` as
@@ -789,7 +803,7 @@ pub fn spawn_node_process(tag: &str, toml: &str, seeds: &[SocketAddr]) -> NodePr
         cmd.arg("--seed").arg(s.to_string());
     }
     let (child, quic, http) = spawn_until_ready(&mut cmd);
-    NodeProcess { quic, http, child, dir }
+    NodeProcess { quic, http, child, dir: Some(dir) }
 }
 
 /// Spawns a `fovea` command and waits (with a deadline) for its readiness line, which names
