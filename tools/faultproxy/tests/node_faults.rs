@@ -90,7 +90,8 @@ fn metric(http: SocketAddr, name: &str) -> u64 {
         .unwrap()
 }
 
-/// Polls `cond` every 10 ms until it holds or `wait` passes.
+/// Polls `cond` until it holds or `wait` passes, yielding the core between polls (each poll is
+/// a real query of the node or the test's peers).
 fn wait_until(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + wait;
     loop {
@@ -100,7 +101,7 @@ fn wait_until(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::yield_now();
     }
 }
 
