@@ -492,6 +492,19 @@ macro_rules! message {
 
 // `topic`-kind fields need the specific reader, so those messages are written by hand below.
 
+/// 64 hex digits (either case) as 32 bytes: how keys, token hashes and ids are written in
+/// configuration and key files. `None` for any other length or a non-hex digit.
+pub fn id32_from_hex(s: &str) -> Option<Id32> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// What an AUTH signature covers before the nonce and the peer id (docs/PROTOCOL.md §6.4).
 pub const AUTH_CONTEXT: &[u8] = b"fovea-auth-v1";
 

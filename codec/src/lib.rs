@@ -21,7 +21,7 @@ pub use decode::{decode_frame, decode_frame_bytes, peek_header, Header};
 pub use error::{DecodeError, ErrorCode, Field};
 pub use frame::{
     auth_message, deliver_head_len_max, encode_deliver_head, encode_deliver_tail, encode_publish,
-    Frame, Id32, AUTH_CONTEXT,
+    id32_from_hex, Frame, Id32, AUTH_CONTEXT,
 };
 pub use limits::Limits;
 pub use topic::{Name, Pattern, PatternSegment, Realm, Topic, TopicError};

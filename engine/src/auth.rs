@@ -227,14 +227,14 @@ impl AuthTable {
             let entry = realms.entry(realm.as_bytes().to_vec()).or_default();
             match (&c.token_sha256, &c.ed25519_public_key) {
                 (Some(h), None) => {
-                    let hash = hex32(h).ok_or(invalid(
+                    let hash = fovea_codec::id32_from_hex(h.trim()).ok_or(invalid(
                         "auth.credentials.token_sha256",
                         "must be 64 hex digits (sha256sum of the token)",
                     ))?;
                     entry.tokens.push((hash, perms));
                 }
                 (None, Some(k)) => {
-                    let key = hex32(k).ok_or(invalid(
+                    let key = fovea_codec::id32_from_hex(k.trim()).ok_or(invalid(
                         "auth.credentials.ed25519_public_key",
                         "must be 64 hex digits (the raw 32-byte key)",
                     ))?;
@@ -297,18 +297,6 @@ pub fn verify_auth(key: &[u8; 32], nonce: &[u8], peer_id: &[u8; 32], signature: 
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
         .verify(&msg, signature)
         .is_ok()
-}
-
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ impl Ed25519Key {
         }
         let digits: String =
             text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-        let secret = hex32(&digits).ok_or_else(|| {
+        let secret = fovea_codec::id32_from_hex(&digits).ok_or_else(|| {
             format_error(
                 "not an Ed25519 private key: expected 64 hex digits (the raw 32-byte key) or a \
                  PKCS#8 PEM file (openssl genpkey -algorithm ed25519)",
@@ -175,18 +175,6 @@ impl fmt::Debug for Ed25519Key {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// 64 hex digits (either case) as 32 bytes.
-pub(crate) fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
