@@ -209,6 +209,10 @@ pub struct Limits {
     pub retry_threshold: usize,
     /// Frames decoded from one connection per loop turn (fairness between peers).
     pub frames_per_turn: usize,
+    /// Longest a connection that only received waits for data to carry its ACK before the ACK
+    /// goes alone, µs (0: acknowledge at once). Must stay below the 25 ms max_ack_delay the node
+    /// advertises.
+    pub ack_delay_us: u64,
     /// Recent (publisher, message id) pairs remembered for duplicate suppression, per peer.
     pub dedup_window: usize,
     /// How long a message id is remembered for duplicate suppression.
@@ -295,6 +299,7 @@ impl Default for Limits {
             hello_timeout_ms: 5_000,
             retry_threshold: 512,
             frames_per_turn: 256,
+            ack_delay_us: 1_000,
             dedup_window: 1_024,
             dedup_window_ms: 60_000,
             cross_shard_queue: 65_536,
@@ -386,6 +391,9 @@ impl NodeConfig {
         }
         if l.max_peers == 0 {
             return invalid("limits.max_peers", "must be at least 1");
+        }
+        if l.ack_delay_us > 20_000 {
+            return invalid("limits.ack_delay_us", "must be at most 20000 (below max_ack_delay)");
         }
         if l.frames_per_turn == 0 {
             return invalid("limits.frames_per_turn", "must be at least 1");

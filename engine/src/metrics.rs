@@ -81,6 +81,8 @@ shard_counters! {
     relay_bytes, "fovea_relay_bytes_total", "counter", "Payload bytes of SEND and CALL that peers relayed through the node.";
     relay_rate_limited, "fovea_relay_rate_limited_total", "counter", "SEND and CALL refused with RATE_LIMITED (relay_bytes_per_s).";
     path_change_stalls, "fovea_path_change_stalls_total", "counter", "Connections closed with SLOW_CONSUMER because their data stream stalled after the peer's address changed.";
+    acks_deferred, "fovea_acks_deferred_total", "counter", "Times a connection that had only received was not flushed at once, so its ACK could ride on the next data sent to it (limits.ack_delay_us).";
+    acks_at_deadline, "fovea_acks_at_deadline_total", "counter", "Deferred ACKs sent because ack_delay_us passed with no data to carry them.";
     observed_addr_changes, "fovea_observed_addr_changes_total", "counter", "OBSERVED_ADDR sent because a peer's address changed.";
     punches, "fovea_punches_total", "counter", "PUNCH introductions made (both peers told).";
     punch_rate_limited, "fovea_punch_rate_limited_total", "counter", "PUNCH_REQUESTs refused with RATE_LIMITED (punch_rate_per_s).";

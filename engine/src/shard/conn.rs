@@ -134,6 +134,10 @@ pub struct Conn {
     pub frames_left: usize,
     /// Earliest timer entry armed for this connection.
     pub timer_armed: Option<Instant>,
+    /// Dirty only because of its own input so far this turn (`ack.rs`).
+    pub ack_only: bool,
+    /// When its deferred ACK must go out at the latest (`ack.rs`).
+    pub ack_due: Option<Instant>,
     /// Close requested by the node: (error code, reason).
     pub close_with: Option<(u64, &'static str)>,
     /// GOODBYE queued (drain): no further deliveries are queued behind it.
@@ -184,6 +188,8 @@ impl Conn {
             input_pending: false,
             frames_left: usize::MAX,
             timer_armed: None,
+            ack_only: false,
+            ack_due: None,
             close_with: None,
             goodbye_sent: false,
             fin_sent: false,

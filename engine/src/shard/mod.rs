@@ -9,6 +9,7 @@
 //! `handle_datagram` / `handle_message` / `handle_timeouts` → `poll_transmit` → `take_outbox`
 //! → `next_timeout`.
 
+mod ack;
 mod auth;
 mod bucket;
 mod conn;
@@ -120,6 +121,9 @@ pub struct Shard {
     dirty: Vec<ConnRef>,
     /// Connections whose input exceeded their frame budget: continued next turn.
     pending_input: Vec<ConnRef>,
+    /// Deferred acknowledgements (`ack.rs`), oldest first: every entry is `now + ack_delay`
+    /// when it was queued, so the queue is in deadline order.
+    acks_due: std::collections::VecDeque<(Instant, ConnRef)>,
     timers: BinaryHeap<Reverse<(Instant, ConnRef)>>,
     /// Immediate stateless packets (version negotiation, Retry, stateless reset).
     immediate: Vec<(Vec<u8>, SocketAddr)>,
@@ -162,6 +166,7 @@ impl Shard {
             dht_budget: (link::DHT_REQUESTS_PER_SHARD, now),
             dirty: Vec::new(),
             pending_input: Vec::new(),
+            acks_due: std::collections::VecDeque::new(),
             timers: BinaryHeap::new(),
             immediate: Vec::new(),
             outbox: (0..shards).map(|_| Vec::new()).collect(),
@@ -228,9 +233,38 @@ impl Shard {
 
     fn mark_dirty(&mut self, r: ConnRef) {
         if let Some(c) = self.conn_mut(r) {
+            // Whatever made the connection dirty besides its own input (a response, a timer, a
+            // close) is sent this turn.
+            c.ack_only = false;
             if !c.out.dirty {
                 c.out.dirty = true;
                 self.dirty.push(r);
+            }
+        }
+    }
+
+    /// Marks a connection dirty because of its own input: if nothing else is sent to it this
+    /// turn, its ACK may wait (`ack.rs`).
+    fn mark_dirty_by_input(&mut self, r: ConnRef) {
+        if let Some(c) = self.conn_mut(r) {
+            if !c.out.dirty {
+                c.out.dirty = true;
+                c.ack_only = true;
+                self.dirty.push(r);
+            }
+        }
+    }
+
+    /// Flushes the connections whose deferred ACK has waited `ack_delay_us`.
+    fn acks_due_now(&mut self, now: Instant) {
+        while let Some(&(at, r)) = self.acks_due.front() {
+            if at > now {
+                break;
+            }
+            self.acks_due.pop_front();
+            if self.conn_mut(r).is_some_and(|c| c.ack_due == Some(at)) {
+                ShardMetrics::inc(&self.ctx.metrics.acks_at_deadline);
+                self.mark_dirty(r);
             }
         }
     }
@@ -474,7 +508,7 @@ impl Shard {
     /// Reads streams, decodes and handles frames within the per-turn budget.
     fn after_input(&mut self, now: Instant, r: ConnRef) {
         self.process_input(now, r);
-        self.mark_dirty(r);
+        self.mark_dirty_by_input(r);
     }
 
     /// Handles a message from another shard.
@@ -570,10 +604,8 @@ impl Shard {
     /// Earliest deadline the driver must wake up for.
     pub fn next_timeout(&self) -> Option<Instant> {
         let conn = self.timers.peek().map(|Reverse((at, _))| *at);
-        match (conn, self.rpc.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let ack = self.acks_due.front().map(|(at, _)| *at);
+        [conn, ack, self.rpc.next_deadline()].into_iter().flatten().min()
     }
 
     /// Produces packets of every connection with pending work into `batch`; `flush` is called
@@ -600,10 +632,12 @@ impl Shard {
             let Some(conn) = self.conn_mut(r) else { continue };
             conn.input_pending = false;
             self.process_input(now, r);
-            self.mark_dirty(r);
+            self.mark_dirty_by_input(r);
         }
+        self.acks_due_now(now);
         let frames_per_turn = self.ctx.limits.frames_per_turn;
         let hello_timeout = Duration::from_millis(self.ctx.limits.hello_timeout_ms);
+        let ack_delay = Duration::from_micros(self.ctx.limits.ack_delay_us);
         let mut i = 0;
         let mut blocked = false;
         let metrics = self.ctx.metrics.clone();
@@ -617,24 +651,34 @@ impl Shard {
                 let _ = conn.quic.close(true, code, reason.as_bytes());
                 conn.phase = Phase::Closing;
             }
+            let had_output = !conn.session_tx.is_empty() || !conn.out.data_tx.is_empty();
             if let Err(e) = conn.push_tx() {
                 let _ = conn.quic.close(false, 0x1, format!("{e}").as_bytes());
             }
             conn.drain_step(fovea_codec::ErrorCode::ShuttingDown as u64);
-            loop {
-                if batch.is_full() && !flush(batch) {
-                    blocked = true;
-                    break;
-                }
-                let out = batch.reserve(SEND_UDP_PAYLOAD);
-                match conn.quic.send(out) {
-                    Ok((n, info)) => {
-                        batch.commit(SEND_UDP_PAYLOAD, n, info.to);
-                        ShardMetrics::inc(&metrics.packets_out);
-                    }
-                    Err(_) => {
-                        batch.cancel(SEND_UDP_PAYLOAD);
+            let plan = ack::plan(conn, had_output, now, ack_delay);
+            conn.ack_only = false;
+            if let ack::AckPlan::Queue(at) = plan {
+                self.acks_due.push_back((at, r));
+                ShardMetrics::inc(&metrics.acks_deferred);
+            }
+            let Some(conn) = self.conn_mut(r) else { continue };
+            if plan == ack::AckPlan::SendNow {
+                loop {
+                    if batch.is_full() && !flush(batch) {
+                        blocked = true;
                         break;
+                    }
+                    let out = batch.reserve(SEND_UDP_PAYLOAD);
+                    match conn.quic.send(out) {
+                        Ok((n, info)) => {
+                            batch.commit(SEND_UDP_PAYLOAD, n, info.to);
+                            ShardMetrics::inc(&metrics.packets_out);
+                        }
+                        Err(_) => {
+                            batch.cancel(SEND_UDP_PAYLOAD);
+                            break;
+                        }
                     }
                 }
             }
