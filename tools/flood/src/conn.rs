@@ -84,6 +84,10 @@ pub struct Conn {
     pub timer: Option<Instant>,
     /// Queued for the next flush.
     pub dirty: bool,
+    /// Dirty only because of packets it received (its ACK may wait for data).
+    pub ack_only: bool,
+    /// When its deferred ACK goes out at the latest.
+    pub ack_due: Option<Instant>,
     /// Queued for the next flush among the latency-sensitive connections.
     pub urgent: bool,
     /// True once we asked to close it (a close is then expected, not an error).
@@ -108,6 +112,8 @@ impl Conn {
             data_tx: BytesMut::new(),
             timer: None,
             dirty: true,
+            ack_only: false,
+            ack_due: None,
             urgent: false,
             closing: false,
             node: 0,

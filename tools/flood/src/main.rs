@@ -58,6 +58,10 @@ struct Cli {
     /// before they close: for reading the node's memory per peer after traffic.
     #[arg(long, global = true, default_value_t = 0.0)]
     hold_after: f64,
+    /// Longest a connection that only received waits for data to carry its ACK, in µs (0: ACK
+    /// every packet at once, quiche's own behaviour). Most QUIC stacks delay ACKs like this.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    ack_delay_us: u64,
     /// Pid of the node, to report its CPU time over the measured window.
     #[arg(long, global = true)]
     node_pid: Option<u32>,
@@ -220,6 +224,7 @@ fn common(cli: &Cli) -> Result<Common, FloodError> {
     c.connect_timeout_s = cli.connect_timeout;
     c.drain_timeout_s = cli.drain_timeout;
     c.hold_after_s = cli.hold_after;
+    c.ack_delay_us = cli.ack_delay_us;
     c.node_pid = cli.node_pid;
     c.progress = !cli.quiet;
     Ok(c)

@@ -23,6 +23,8 @@ pub const CONNECTIONS_MAX: usize = 50_000;
 pub const THREADS_MAX: usize = 64;
 /// Longest measured duration, warm-up, hold or drain.
 pub const SECONDS_MAX: f64 = 3_600.0;
+/// Largest `--ack-delay-us` (below the 25 ms max_ack_delay the client advertises).
+const ACK_DELAY_MAX_US: u64 = 20_000;
 /// Highest total send rate.
 pub const RATE_MAX: f64 = 10_000_000.0;
 /// Most (subscriber, publisher) pairs tracked (each is a small sequence tracker).
@@ -100,6 +102,8 @@ pub struct Common {
     /// Seconds the connections stay open, idle, once the scenario is done (before they close):
     /// the node's memory per peer after traffic is read then.
     pub hold_after_s: f64,
+    /// Longest a connection that only received waits for data to carry its ACK, µs (0: at once).
+    pub ack_delay_us: u64,
     /// The node's pid, to read its CPU time over the measured window.
     pub node_pid: Option<u32>,
     /// Print a progress line every second on stderr.
@@ -127,6 +131,7 @@ impl Common {
             connect_timeout_s: 10.0,
             drain_timeout_s: 5.0,
             hold_after_s: 0.0,
+            ack_delay_us: 1_000,
             node_pid: None,
             progress: false,
         }
@@ -147,6 +152,9 @@ impl Common {
             if !(0.0..=SECONDS_MAX).contains(&v) {
                 return usage(format!("{name} must be between 0 and {SECONDS_MAX} seconds"));
             }
+        }
+        if self.ack_delay_us > ACK_DELAY_MAX_US {
+            return usage(format!("--ack-delay-us must be 0..={ACK_DELAY_MAX_US}"));
         }
         if self.connect_timeout_s <= 0.0 {
             return usage("--connect-timeout must be positive");

@@ -133,6 +133,7 @@ pub fn execute<S: Scenario + Send + 'static>(
         force_legacy: spec.force_legacy,
         hold_after: Duration::from_secs_f64(common.hold_after_s),
         node_pid: common.node_pid,
+        ack_delay: Duration::from_micros(common.ack_delay_us),
     };
     let mut handles = Vec::with_capacity(threads);
     for (i, share) in shares.into_iter().enumerate() {

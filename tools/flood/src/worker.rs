@@ -224,6 +224,8 @@ pub struct Target {
     pub hold_after: Duration,
     /// The node's pid, whose memory is read at the end of that hold.
     pub node_pid: Option<u32>,
+    /// Longest wait for data to carry an ACK.
+    pub ack_delay: Duration,
 }
 
 /// Starts a worker thread running `scenario`.
@@ -328,6 +330,7 @@ async fn drive<S: Scenario>(mut ctx: Ctx, target: Target, mut s: S) -> Result<Ta
     let mut ep =
         Endpoint::new(&target.nodes, target.reconnect, &target.tls, target.realm, ctx.shared.epoch)
             .map_err(|e| socket_error(e, node))?;
+    ep.ack_delay = target.ack_delay;
     s.start(&mut ep, &mut ctx, Instant::now())?;
     // The scenario's next deadline: reading stops between batches once it has passed, so a
     // burst of arrivals does not make a due send late by more than a batch.
