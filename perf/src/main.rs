@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod stalls;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,10 @@ struct Args {
     /// Core for the flood tool.
     #[arg(long, default_value_t = 1)]
     flood_core: usize,
+    /// Seconds the host's own stalls are measured on both cores before the scenarios (0: skip);
+    /// recorded with the results (`environment.host_stalls`).
+    #[arg(long, default_value_t = 5.0)]
+    stall_probe_s: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +257,23 @@ fn markdown(outcomes: &[Outcome], env: &serde_json::Value) -> String {
         "Environment: kernel {}, CPU {}, {} cores, commit {}\n\n",
         env["kernel"], env["cpu"], env["cores"], env["commit"]
     ));
+    if let Some(cores) = env.get("host_stalls").and_then(|v| v.as_array()) {
+        md.push_str(&format!(
+            "Host stalls before the runs ({} s spinning per core): ",
+            env["host_stall_probe_s"]
+        ));
+        for c in cores {
+            md.push_str(&format!(
+                "core {}: {:.1} ms ({:.2} %), longest {:.0} µs, {} ≥ 0.5 ms; ",
+                c["core"],
+                c["stalled_ms"].as_f64().unwrap_or(0.0),
+                c["stalled_share"].as_f64().unwrap_or(0.0) * 100.0,
+                c["max_us"].as_f64().unwrap_or(0.0),
+                c["over_500us"]
+            ));
+        }
+        md.push_str("\n\n");
+    }
     let (rpc, rest): (Vec<&Outcome>, Vec<&Outcome>) =
         outcomes.iter().partition(|o| o.calls_per_s.is_some());
     let cell = |f: &serde_json::Value, k: &str| {
@@ -330,7 +353,25 @@ fn main() -> Result<()> {
         .filter(|s| !args.quick || s.quick)
         .filter(|s| args.only.as_ref().is_none_or(|o| s.name.contains(o.as_str())))
         .collect();
-    let env = environment();
+    let mut env = environment();
+    let probe = Duration::from_secs_f64(args.stall_probe_s);
+    if !probe.is_zero() {
+        let cores = [args.node_core, args.flood_core];
+        let s = stalls::probe(&cores, probe);
+        for c in &s {
+            eprintln!(
+                "== host stalls on core {}: {:.1} ms of {:.1} s ({:.2} %), longest {:.0} µs, {} of 0.5 ms or more",
+                c.core,
+                c.stalled_ms,
+                probe.as_secs_f64(),
+                c.stalled_share * 100.0,
+                c.max_us,
+                c.over_500us
+            );
+        }
+        env["host_stalls"] = serde_json::to_value(&s)?;
+        env["host_stall_probe_s"] = serde_json::json!(probe.as_secs_f64());
+    }
     let mut outcomes = Vec::new();
     for s in selected {
         eprintln!("== {}", s.name);
