@@ -93,6 +93,7 @@ fn common_figures(m: &mut Map<String, Value>, scenario: &str, common: &Common, o
     m.insert("stray_datagrams".into(), json!(t.stray_datagrams));
     m.insert("flood_socket_drops".into(), json!(t.socket_drops));
     m.insert("flood_cpu_ms".into(), json!((o.flood_cpu.as_secs_f64() * 1e4).round() / 10.0));
+    m.insert("flood_spin_ms".into(), json!((o.flood_spin.as_secs_f64() * 1e4).round() / 10.0));
     m.insert("flood_cpu_share".into(), json!((flood_share(common, o) * 1e3).round() / 1e3));
     if let Some(cpu) = o.node_cpu {
         m.insert("node_cpu_ms".into(), json!((cpu.as_secs_f64() * 1e4).round() / 10.0));
@@ -124,11 +125,12 @@ fn contention_line(out: &mut String, o: &Outcome) {
     );
 }
 
-/// The tool's CPU time over the window as a share of its threads' capacity.
+/// The tool's working CPU time over the window (without its spins before scheduled sends) as a
+/// share of its threads' capacity.
 fn flood_share(common: &Common, o: &Outcome) -> f64 {
     let capacity = o.window_s * common.threads as f64;
     if capacity > 0.0 {
-        o.flood_cpu.as_secs_f64() / capacity
+        o.flood_cpu.saturating_sub(o.flood_spin).as_secs_f64() / capacity
     } else {
         0.0
     }

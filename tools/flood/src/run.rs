@@ -72,6 +72,8 @@ pub struct Outcome {
     pub node_cpu: Option<Duration>,
     /// This process's CPU time over the window.
     pub flood_cpu: Duration,
+    /// Of that, time spent spinning until scheduled sends were due (waiting, not working).
+    pub flood_spin: Duration,
     /// Time this process's threads waited for a CPU over the window (other load on the host).
     pub flood_runqueue_wait: Option<Duration>,
     /// Time the node's threads waited for a CPU over the window (with `--node-pid`).
@@ -96,6 +98,7 @@ const FINISH_GRACE: Duration = Duration::from_secs(10);
 struct CpuSample {
     node: Option<Duration>,
     own: Duration,
+    spun: Duration,
     node_wait: Option<Duration>,
     own_wait: Option<Duration>,
     host: Option<Duration>,
@@ -105,6 +108,7 @@ fn sample(pid: Option<u32>) -> CpuSample {
     CpuSample {
         node: pid.and_then(clock::pid_cpu),
         own: clock::process_cpu(),
+        spun: clock::spun(),
         node_wait: pid.and_then(clock::pid_runqueue_wait),
         own_wait: clock::pid_runqueue_wait(std::process::id()),
         host: clock::host_busy(),
@@ -276,16 +280,17 @@ pub fn execute<S: Scenario + Send + 'static>(
     }
     let drain_s = send_end.map_or(0.0, |e| e.elapsed().as_secs_f64());
     stop(handles);
-    let (node_cpu, flood_cpu, node_runqueue_wait, flood_runqueue_wait, host_busy) =
+    let (node_cpu, flood_cpu, flood_spin, node_runqueue_wait, flood_runqueue_wait, host_busy) =
         match (at_start, at_end) {
             (Some(a), Some(b)) => (
                 delta(a.node, b.node),
                 b.own.saturating_sub(a.own),
+                b.spun.saturating_sub(a.spun),
                 delta(a.node_wait, b.node_wait),
                 delta(a.own_wait, b.own_wait),
                 delta(a.host, b.host),
             ),
-            _ => (None, Duration::ZERO, None, None, None),
+            _ => (None, Duration::ZERO, Duration::ZERO, None, None, None),
         };
     let host_other_cpu = host_busy
         .map(|h| h.saturating_sub(flood_cpu).saturating_sub(node_cpu.unwrap_or(Duration::ZERO)));
@@ -297,6 +302,7 @@ pub fn execute<S: Scenario + Send + 'static>(
         drain_s,
         node_cpu,
         flood_cpu,
+        flood_spin,
         flood_runqueue_wait,
         node_runqueue_wait,
         host_other_cpu,
