@@ -353,6 +353,15 @@ async fn shard_main(
                 if let Some(deadline) = stop.requested() {
                     let mut core = d.core.borrow_mut();
                     if !core.is_draining() {
+                        // Deliveries other shards accepted before the stop and already handed
+                        // to us go out before the GOODBYE: after it, the fan-out skips the
+                        // connection, and a publisher that had its OK would have lost them
+                        // (the SIGTERM test saw it under CI load).
+                        while let Some(batch) = d.mesh.inbox(index).pop() {
+                            for msg in batch {
+                                core.handle_message(now, msg);
+                            }
+                        }
                         core.start_drain(now, deadline);
                     } else if now >= deadline {
                         core.force_close_all();
