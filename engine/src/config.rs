@@ -210,9 +210,8 @@ pub struct Limits {
     /// Frames decoded from one connection per loop turn (fairness between peers).
     pub frames_per_turn: usize,
     /// Longest a connection that only received waits for data to carry its ACK before the ACK
-    /// goes alone, µs (0, the default: acknowledge at once). Must stay below the 25 ms
-    /// max_ack_delay the node advertises. Opt-in until the NAT-rebinding fault test passes with
-    /// it (docs/decisions/0007-deferred-acks.md).
+    /// goes alone, µs (0: acknowledge at once). Must stay below the 25 ms max_ack_delay the node
+    /// advertises (docs/decisions/0007-deferred-acks.md).
     pub ack_delay_us: u64,
     /// Recent (publisher, message id) pairs remembered for duplicate suppression, per peer.
     pub dedup_window: usize,
@@ -300,7 +299,7 @@ impl Default for Limits {
             hello_timeout_ms: 5_000,
             retry_threshold: 512,
             frames_per_turn: 256,
-            ack_delay_us: 0,
+            ack_delay_us: 1_000,
             dedup_window: 1_024,
             dedup_window_ms: 60_000,
             cross_shard_queue: 65_536,

@@ -153,9 +153,12 @@ pub struct Conn {
     pub nat: super::nat::NatState,
     /// Credential, permissions, publish rate (`shard/auth.rs`).
     pub sec: super::auth::ConnSec,
-    /// After the peer's address changed (an authenticated path move), until the next keep-alive
-    /// check: the retransmissions counted on the paths that were no longer active then.
+    /// After the peer's address changed (an authenticated path move), for the next
+    /// `nat::PATH_CHECKS` keep-alive checks: the retransmissions counted on the paths that were
+    /// no longer active then.
     pub path_changed: Option<usize>,
+    /// Keep-alive checks left for that path change (`nat::PATH_CHECKS`).
+    pub path_checks_left: u8,
 }
 
 impl Conn {
@@ -198,6 +201,7 @@ impl Conn {
             nat: Default::default(),
             sec: Default::default(),
             path_changed: None,
+            path_checks_left: 0,
         }
     }
 

@@ -568,9 +568,15 @@ impl Shard {
                 }
                 Phase::Active if now >= conn.ping_due => {
                     conn.ping_due = now + keepalive;
-                    let stalled = conn.path_changed.take().is_some_and(|before| {
+                    let stalled = conn.path_changed.is_some_and(|before| {
                         nat::old_path_retransmissions(conn) > before || data_stream_stalled(conn)
                     });
+                    if conn.path_changed.is_some() {
+                        conn.path_checks_left = conn.path_checks_left.saturating_sub(1);
+                        if stalled || conn.path_checks_left == 0 {
+                            conn.path_changed = None;
+                        }
+                    }
                     if stalled {
                         // quiche 0.30 never declares lost what was in flight on the old path
                         // (per-path recovery), so that stream data is never sent again and the

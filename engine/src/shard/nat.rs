@@ -30,6 +30,12 @@ pub struct NatState {
     pub relayed_msgs: u64,
 }
 
+/// Keep-alive checks for a stalled data stream after a path change. One was not enough: at the
+/// first check after a rebinding the data stream often still moved (what was stuck on the old
+/// path had not blocked it yet, and quiche had dropped the old path, so its retransmissions no
+/// longer counted), and the stall that followed was never looked at again.
+pub(super) const PATH_CHECKS: u8 = 3;
+
 impl Shard {
     /// Unix time in ms at `now`, from the wall-clock anchor the driver gave this shard.
     pub(super) fn unix_ms(&self, now: Instant) -> u64 {
@@ -49,6 +55,7 @@ impl Shard {
             return;
         }
         conn.path_changed = Some(old_path_retransmissions(conn));
+        conn.path_checks_left = PATH_CHECKS;
         ShardMetrics::inc(&self.ctx.metrics.observed_addr_changes);
         self.send_session(r, &Frame::ObservedAddr(frame::ObservedAddr { observed: from }));
     }
