@@ -463,30 +463,38 @@ fn packets_acked_by_node(peer: &mut Peer) -> u64 {
     peer.conn.stats().acked_bytes
 }
 
-/// A connection that only received waits up to `ack_delay_us` for data to carry its ACK, and
-/// the ACK goes alone at that deadline (never later: the shard's next timeout is the deadline).
-#[test]
-fn an_ack_with_nothing_to_ride_on_waits_ack_delay_and_then_goes_alone() {
+fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A shard with `ack_delay_us = 1000` and one connected peer, after the session settled (the
+/// WELCOME's own ACK may have been deferred): nothing is pending when the test starts.
+fn quiet_session_with_deferred_acks(port: u16) -> (Pipe, Peer) {
     let mut config = config();
     config.limits.ack_delay_us = 1_000;
     let mut pipe = Pipe::new(&config);
-    let mut peer = connected(&mut pipe, 1101);
-    // Settle the session first (WELCOME's ACK may itself be deferred), then start from quiet.
+    let mut peer = connected(&mut pipe, port);
     pipe.now += std::time::Duration::from_millis(2);
     pipe.shard.handle_timeouts(pipe.now);
     let out = pipe.turn();
     pipe.deliver(out, &mut [&mut peer]);
-    let deferred_before = pipe.metrics.acks_deferred.load(std::sync::atomic::Ordering::Relaxed);
-    let at_deadline_before =
-        pipe.metrics.acks_at_deadline.load(std::sync::atomic::Ordering::Relaxed);
+    (pipe, peer)
+}
+
+/// A connection that only received waits up to `ack_delay_us` for data to carry its ACK, and
+/// the ACK goes alone at that deadline (never later: the shard's next timeout is the deadline).
+#[test]
+fn an_ack_with_nothing_to_ride_on_waits_ack_delay_and_then_goes_alone() {
+    let (mut pipe, mut peer) = quiet_session_with_deferred_acks(1101);
+    let deferred_before = counter(&pipe.metrics.acks_deferred);
+    let at_deadline_before = counter(&pipe.metrics.acks_at_deadline);
     let acked_before = packets_acked_by_node(&mut peer);
 
     // A PUBLISH nobody subscribed to, without a request id: the node has nothing to answer.
     peer.write(2, &publish("nobody.listens", 1));
     pipe.peer_to_shard(&mut peer);
     assert!(pipe.turn().is_empty(), "an ACK-only packet was sent at once");
-    let deferred = pipe.metrics.acks_deferred.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(deferred, deferred_before + 1, "counted as deferred");
+    assert_eq!(counter(&pipe.metrics.acks_deferred), deferred_before + 1, "counted as deferred");
 
     // Just before the deadline still nothing; at it, the ACK.
     let deadline = pipe.shard.next_timeout().expect("the deferred ACK has a deadline");
@@ -500,25 +508,15 @@ fn an_ack_with_nothing_to_ride_on_waits_ack_delay_and_then_goes_alone() {
     assert_eq!(out.len(), 1, "one packet at the deadline");
     pipe.deliver(out, &mut [&mut peer]);
     assert!(packets_acked_by_node(&mut peer) > acked_before, "and it acknowledges the PUBLISH");
-    assert_eq!(
-        pipe.metrics.acks_at_deadline.load(std::sync::atomic::Ordering::Relaxed),
-        at_deadline_before + 1
-    );
+    assert_eq!(counter(&pipe.metrics.acks_at_deadline), at_deadline_before + 1);
 }
 
 /// When the node has something to send to the connection in the same turn (here the PONG to
 /// its PING), the ACK rides on it: nothing is deferred and nothing waits.
 #[test]
 fn an_ack_rides_on_the_answer_sent_in_the_same_turn() {
-    let mut config = config();
-    config.limits.ack_delay_us = 1_000;
-    let mut pipe = Pipe::new(&config);
-    let mut peer = connected(&mut pipe, 1102);
-    pipe.now += std::time::Duration::from_millis(2);
-    pipe.shard.handle_timeouts(pipe.now);
-    let out = pipe.turn();
-    pipe.deliver(out, &mut [&mut peer]);
-    let deferred_before = pipe.metrics.acks_deferred.load(std::sync::atomic::Ordering::Relaxed);
+    let (mut pipe, mut peer) = quiet_session_with_deferred_acks(1102);
+    let deferred_before = counter(&pipe.metrics.acks_deferred);
     let acked_before = packets_acked_by_node(&mut peer);
 
     peer.write(0, &Frame::Ping(frame::Ping { ping_id: 7, sent_at_us: 1 }));
@@ -528,8 +526,7 @@ fn an_ack_rides_on_the_answer_sent_in_the_same_turn() {
     pipe.deliver(out, &mut [&mut peer]);
     assert!(peer.take().iter().any(|f| matches!(f, Frame::Pong(p) if p.ping_id == 7)));
     assert!(packets_acked_by_node(&mut peer) > acked_before, "carrying the ACK of the PING");
-    let deferred = pipe.metrics.acks_deferred.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(deferred, deferred_before, "nothing deferred");
+    assert_eq!(counter(&pipe.metrics.acks_deferred), deferred_before, "nothing deferred");
 }
 
 /// `ack_delay_us = 0` restores quiche's behaviour: every turn that received ACKs at once.
@@ -546,5 +543,5 @@ fn with_ack_delay_zero_the_ack_goes_out_in_the_same_turn() {
     assert_eq!(out.len(), 1, "the ACK, at once");
     pipe.deliver(out, &mut [&mut peer]);
     assert!(packets_acked_by_node(&mut peer) > acked_before);
-    assert_eq!(pipe.metrics.acks_deferred.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(counter(&pipe.metrics.acks_deferred), 0);
 }

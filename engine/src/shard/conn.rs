@@ -155,10 +155,8 @@ pub struct Conn {
     pub sec: super::auth::ConnSec,
     /// After the peer's address changed (an authenticated path move), for the next
     /// `nat::PATH_CHECKS` keep-alive checks: the retransmissions counted on the paths that were
-    /// no longer active then.
-    pub path_changed: Option<usize>,
-    /// Keep-alive checks left for that path change (`nat::PATH_CHECKS`).
-    pub path_checks_left: u8,
+    /// no longer active then, and the checks left.
+    pub path_changed: Option<(usize, u8)>,
 }
 
 impl Conn {
@@ -201,7 +199,6 @@ impl Conn {
             nat: Default::default(),
             sec: Default::default(),
             path_changed: None,
-            path_checks_left: 0,
         }
     }
 

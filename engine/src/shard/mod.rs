@@ -568,13 +568,12 @@ impl Shard {
                 }
                 Phase::Active if now >= conn.ping_due => {
                     conn.ping_due = now + keepalive;
-                    let stalled = conn.path_changed.is_some_and(|before| {
-                        nat::old_path_retransmissions(conn) > before || data_stream_stalled(conn)
-                    });
-                    if conn.path_changed.is_some() {
-                        conn.path_checks_left = conn.path_checks_left.saturating_sub(1);
-                        if stalled || conn.path_checks_left == 0 {
-                            conn.path_changed = None;
+                    let mut stalled = false;
+                    if let Some((before, left)) = conn.path_changed.take() {
+                        stalled = nat::old_path_retransmissions(conn) > before
+                            || data_stream_stalled(conn);
+                        if !stalled && left > 1 {
+                            conn.path_changed = Some((before, left - 1));
                         }
                     }
                     if stalled {

@@ -54,8 +54,7 @@ impl Shard {
         if conn.phase != Phase::Active {
             return;
         }
-        conn.path_changed = Some(old_path_retransmissions(conn));
-        conn.path_checks_left = PATH_CHECKS;
+        conn.path_changed = Some((old_path_retransmissions(conn), PATH_CHECKS));
         ShardMetrics::inc(&self.ctx.metrics.observed_addr_changes);
         self.send_session(r, &Frame::ObservedAddr(frame::ObservedAddr { observed: from }));
     }
