@@ -147,7 +147,24 @@ struct Driver {
     more_work: LocalNotify,
 }
 
+/// Cross-shard batches the inbox task applies before it ends a turn.
+const INBOX_BATCHES_PER_TURN: usize = 64;
+
 impl Driver {
+    /// Applies up to `max_batches` batches from this shard's cross-shard inbox.
+    fn apply_inbox(&self, core: &mut Shard, index: usize, now: Instant, max_batches: usize) {
+        for _ in 0..max_batches {
+            let Some(batch) = self.mesh.inbox(index).pop() else { break };
+            for msg in batch {
+                core.handle_message(now, msg);
+            }
+        }
+        ShardMetrics::set(
+            &self.metrics.cross_shard_queue_depth,
+            self.mesh.inbox(index).depth() as u64,
+        );
+    }
+
     /// Ends a loop turn: transmit, push the outbox, re-arm the timer.
     fn end_turn(&self) {
         let now = Instant::now();
@@ -298,21 +315,13 @@ async fn shard_main(
         monoio::spawn(async move {
             loop {
                 poll_fn(|cx| d.mesh.inbox(index).poll_ready(cx)).await;
-                let now = Instant::now();
-                {
-                    let mut core = d.core.borrow_mut();
-                    // Bounded per turn so a flood from other shards cannot starve our socket.
-                    for _ in 0..64 {
-                        let Some(batch) = d.mesh.inbox(index).pop() else { break };
-                        for msg in batch {
-                            core.handle_message(now, msg);
-                        }
-                    }
-                    ShardMetrics::set(
-                        &d.metrics.cross_shard_queue_depth,
-                        d.mesh.inbox(index).depth() as u64,
-                    );
-                }
+                // Bounded per turn so a flood from other shards cannot starve our socket.
+                d.apply_inbox(
+                    &mut d.core.borrow_mut(),
+                    index,
+                    Instant::now(),
+                    INBOX_BATCHES_PER_TURN,
+                );
                 d.end_turn();
             }
         });
@@ -357,11 +366,7 @@ async fn shard_main(
                         // to us go out before the GOODBYE: after it, the fan-out skips the
                         // connection, and a publisher that had its OK would have lost them
                         // (the SIGTERM test saw it under CI load).
-                        while let Some(batch) = d.mesh.inbox(index).pop() {
-                            for msg in batch {
-                                core.handle_message(now, msg);
-                            }
-                        }
+                        d.apply_inbox(&mut core, index, now, usize::MAX);
                         core.start_drain(now, deadline);
                     } else if now >= deadline {
                         core.force_close_all();
