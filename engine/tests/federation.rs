@@ -1,7 +1,8 @@
 //! Federation between real `fovea` processes on loopback (docs/decisions/0004): three nodes,
 //! B and C seeded with A; publishes cross bootstraps once per interested bootstrap and reach
 //! each remote subscriber exactly once and in order; a call at A reaches a provider at C; a
-//! SIGKILLed node is detected and the other two keep working.
+//! SIGKILLed node is detected and the other two keep working. A test client speaking as a
+//! bootstrap on a federation link sees a node refuse a forwarded call at the hop limit.
 //!
 //! Every wait has a deadline and returns as soon as its condition holds.
 
@@ -268,4 +269,85 @@ fn with_a_credential_on_the_link_realm_only_nodes_holding_the_token_federate() {
     for n in [c, b, a] {
         n.shutdown();
     }
+}
+
+/// A FORWARD_CALL on a link, as a bootstrap forwarding a caller's call sends it.
+fn forward_call(forward_id: u64, hops: u8, caller: [u8; 32], origin: [u8; 32]) -> Frame {
+    Frame::ForwardCall(frame::ForwardCall {
+        origin,
+        hops,
+        flags: 0,
+        forward_id,
+        timeout_ms: 5_000,
+        caller,
+        realm: "acme".parse().unwrap(),
+        procedure: "math.add".parse().unwrap(),
+        payload: Bytes::from_static(b"[2,3]"),
+    })
+}
+
+/// The FORWARD_REPLY to `forward_id` on `link`: (code, payload as text).
+fn expect_forward_reply(link: &mut TestClient, forward_id: u64) -> (u64, String) {
+    let is_reply = |f: &Frame| matches!(f, Frame::ForwardReply(r) if r.forward_id == forward_id);
+    let Frame::ForwardReply(r) = link.expect_frame(is_reply, WAIT) else { unreachable!() };
+    (r.code, String::from_utf8_lossy(&r.payload).into_owned())
+}
+
+/// The hop limit on the wire: a test client opens a federation link to a real `fovea` process
+/// as a bootstrap does (HELLO flag bit 0 in realm `fovea-federation`) and forwards calls for a
+/// procedure the node has no provider for. At `hops = max_hops` (and beyond) the node refuses
+/// with FORWARD_REPLY TOO_MANY_HOPS instead of forwarding further; one hop below the limit the
+/// same call gets NO_PROVIDER (the node would forward it, but knows no other bootstrap). At
+/// the limit a local provider still serves the call: the limit bounds re-forwarding only.
+#[test]
+fn a_forwarded_call_at_the_hop_limit_is_refused_with_too_many_hops() {
+    use fovea_codec::ErrorCode::{NoProvider, TooManyHops};
+    let toml = format!("{FEDERATION_TOML}region = \"region-hops\"\nmax_hops = 3\n");
+    let node = spawn_node_process("fed-hops", &toml, &[]);
+    let bootstrap = random_peer_id();
+    let mut link = TestClient::connect_raw(node.quic);
+    link.peer_id = bootstrap;
+    let Frame::Hello(mut h) = hello(bootstrap, "fovea-federation") else { unreachable!() };
+    h.flags = 1;
+    link.send_session(&Frame::Hello(h));
+    link.expect_frame(|f| matches!(f, Frame::Welcome(_)), WAIT);
+    wait_for("the node to count the link", || {
+        fed(node.http, "fovea_federation_links{direction=\"in\"}") == 1
+    });
+    let caller = random_peer_id();
+    let origin = random_peer_id();
+
+    // At the limit, and far beyond it: TOO_MANY_HOPS, with its name as the message.
+    for (forward_id, hops) in [(1, 3), (2, u8::MAX)] {
+        link.send_data(&forward_call(forward_id, hops, caller, origin));
+        assert_eq!(
+            expect_forward_reply(&mut link, forward_id),
+            (TooManyHops as u64, "TOO_MANY_HOPS".to_owned()),
+            "hops {hops} with max_hops 3"
+        );
+    }
+    // One below the limit the hop check passes; with no other bootstrap there is no provider.
+    link.send_data(&forward_call(3, 2, caller, origin));
+    assert_eq!(expect_forward_reply(&mut link, 3), (NoProvider as u64, "NO_PROVIDER".to_owned()));
+    wait_for("the refusals to be counted", || {
+        fed(node.http, "fovea_federation_hop_limit_drops_total") == 2
+            && fed(node.http, "fovea_federation_calls_without_provider_total") == 1
+    });
+    assert_eq!(fed(node.http, "fovea_federation_forwarded_calls_total"), 0);
+
+    // A local provider. The shard queues the registration for the control thread before its
+    // OK, so a FORWARD_CALL sent after the OK finds it there.
+    let mut provider = TestClient::connect(node.quic, "acme");
+    register(&mut provider, "math.add");
+    link.send_data(&forward_call(4, 3, caller, origin));
+    let Frame::Invoke(inv) = provider.expect_frame(|f| matches!(f, Frame::Invoke(_)), WAIT) else {
+        unreachable!()
+    };
+    assert_eq!((&inv.caller, inv.payload.as_ref()), (&caller, &b"[2,3]"[..]));
+    provider.send_data(&Frame::Reply(frame::Reply {
+        id: inv.invocation_id,
+        payload: Bytes::from_static(b"5"),
+    }));
+    assert_eq!(expect_forward_reply(&mut link, 4), (0, "5".to_owned()), "served at the limit");
+    assert_eq!(fed(node.http, "fovea_federation_hop_limit_drops_total"), 2);
 }

@@ -1,11 +1,16 @@
 //! `fovea-cli` against a real node (in-process shards on loopback): the pub/sub round trip,
-//! binary payloads, ping, stats, certificate pinning, and what an operator sees when the node
-//! refuses a request or the certificate is not trusted. The CLI runs as a real process; every
-//! wait has a deadline.
+//! binary payloads, ping, stats, certificate pinning, a call answered by a provider (and one
+//! that runs into its deadline), and what an operator sees when the node refuses a request or
+//! the certificate is not trusted. The CLI runs as a real process; every wait has a deadline.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use fovea_client::codec::frame::{self, Frame};
+use fovea_client::{Client, ConnectOptions, Event, StreamKind, Verify};
 use fovea_engine::config::NodeConfig;
 use fovea_engine::node::Node;
 
@@ -276,4 +281,129 @@ fn a_node_list_skips_a_dead_first_address() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A provider of `procedure` on `node` (a `fovea-client` session in realm `default`, the
+/// CLI's), registered before this returns; a thread serves it until [`Provider::stop`],
+/// answering each INVOKE with `answer` (or never, for `None`).
+struct Provider {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(Client, Vec<frame::Invoke>)>>,
+}
+
+/// Bound on a provider's whole life in a test.
+const PROVIDER_MAX: Duration = Duration::from_secs(30);
+
+impl Provider {
+    fn start(node: &Node, procedure: &str, answer: Option<&'static [u8]>) -> Provider {
+        let mut options = ConnectOptions::default();
+        options.config.verify = Verify::Insecure;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut client = Client::connect(node.quic_addr, &options, deadline).unwrap();
+        let procedure: fovea_client::codec::Name = procedure.parse().unwrap();
+        client
+            .request(StreamKind::Session, |request_id| {
+                Frame::Register(frame::Register { request_id, procedure })
+            })
+            .expect("REGISTER accepted");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut invokes = Vec::new();
+            let end = Instant::now() + PROVIDER_MAX;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < end {
+                // A short wait, so the stop flag is seen soon; the session is pumped meanwhile.
+                match client.next_event(Instant::now() + Duration::from_millis(20)) {
+                    Some(Event::Frame(Frame::Invoke(inv))) => {
+                        if let Some(payload) = answer {
+                            let reply = frame::Reply {
+                                id: inv.invocation_id,
+                                payload: payload.to_vec().into(),
+                            };
+                            client.send_frame(&Frame::Reply(reply), StreamKind::Data).unwrap();
+                        }
+                        invokes.push(inv);
+                    }
+                    Some(Event::Closed { .. }) => break,
+                    _ => {}
+                }
+            }
+            (client, invokes)
+        });
+        Provider { stop, thread: Some(thread) }
+    }
+
+    /// Stops serving; returns the session and the INVOKEs it received.
+    fn stop(mut self) -> (Client, Vec<frame::Invoke>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("provider thread")
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn call_prints_the_providers_reply_and_exits_zero() {
+    let node = start_node();
+    let provider = Provider::start(&node, "math.add", Some(b"5"));
+    let out = cli(&node).args(["call", "math.add", "[2,3]", "--deadline-ms", "5000"]).output();
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "5\n", "{out:?}");
+    let out = cli(&node).args(["--json", "call", "math.add", "[4,5]"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&v["procedure"], &v["reply"], &v["reply_encoding"]),
+        (&"math.add".into(), &"5".into(), &"utf8".into()),
+        "{v}"
+    );
+    assert!(v["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v}");
+    let (_, invokes) = provider.stop();
+    let got: Vec<(&str, &[u8])> =
+        invokes.iter().map(|i| (i.procedure.as_str(), i.payload.as_ref())).collect();
+    assert_eq!(got, [("math.add", &b"[2,3]"[..]), ("math.add", &b"[4,5]"[..])]);
+}
+
+#[test]
+fn call_to_a_silent_provider_fails_with_deadline_exceeded_at_the_deadline() {
+    let node = start_node();
+    let provider = Provider::start(&node, "math.slow", None);
+    let started = Instant::now();
+    let out = cli(&node).args(["call", "math.slow", "x", "--deadline-ms", "300"]).output();
+    let out = out.unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(&out);
+    assert!(err.contains("call to math.slow failed: DEADLINE_EXCEEDED (0x111)"), "{err}");
+    assert!(took >= Duration::from_millis(300), "answered after {took:?}, before the deadline");
+    let (mut client, invokes) = provider.stop();
+    assert_eq!(invokes.len(), 1, "the provider was invoked once: {invokes:?}");
+    assert_eq!(invokes[0].payload.as_ref(), b"x");
+    // The answer after the deadline is discarded and counted.
+    let late = frame::Reply { id: invokes[0].invocation_id, payload: b"late".to_vec().into() };
+    client.send_frame(&Frame::Reply(late), StreamKind::Data).unwrap();
+    client.flush().unwrap();
+    let metrics = node.http_addr.to_string();
+    let counter = |v: &serde_json::Value, name: &str| v[name].as_f64().unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cli(&node).args(["--json", "stats", "--metrics", &metrics]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if counter(&v, "fovea_rpc_late_replies_total") >= 1.0 {
+            assert_eq!(counter(&v, "fovea_rpc_deadline_exceeded_total"), 1.0, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the late reply was never counted: {v}");
+        // Keeps the provider's session moving (retransmissions) between polls.
+        let _ = client.next_event(Instant::now() + Duration::from_millis(10));
+    }
 }
