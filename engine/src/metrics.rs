@@ -72,11 +72,12 @@ shard_counters! {
     loop_turns, "fovea_loop_turns_total", "counter", "Event-loop turns.";
     rpc_calls, "fovea_rpc_calls_total", "counter", "CALL frames received from callers on this shard.";
     rpc_replies, "fovea_rpc_replies_total", "counter", "REPLYs returned to callers.";
-    rpc_errors, "fovea_rpc_errors_total", "counter", "CALL_ERRORs returned to callers (all reasons).";
+    rpc_errors, "fovea_rpc_errors_total", "counter", "CALL_ERRORs returned to callers (all reasons but DEADLINE_EXCEEDED, counted on its own).";
     rpc_deadline_exceeded, "fovea_rpc_deadline_exceeded_total", "counter", "Calls answered with DEADLINE_EXCEEDED.";
     rpc_late_replies, "fovea_rpc_late_replies_total", "counter", "Replies that arrived after their call ended (dropped).";
     rpc_calls_in_flight, "fovea_rpc_calls_in_flight", "gauge", "Calls from this shard's callers in flight (each holds one deadline entry).";
-    rpc_retries, "fovea_rpc_retries_total", "counter", "Idempotent calls retried on another provider.";
+    rpc_retries, "fovea_rpc_retries_total", "counter", "Calls retried on another provider (idempotent ones whose provider left, and any whose INVOKE found its provider gone).";
+    rpc_invocations_expired, "fovea_rpc_invocations_expired_total", "counter", "Invocations a provider left unanswered past the caller's deadline (forgotten on the provider's shard).";
     messages_relayed, "fovea_messages_relayed_total", "counter", "Direct messages (SEND) relayed to their target.";
     relay_bytes, "fovea_relay_bytes_total", "counter", "Payload bytes of SEND and CALL that peers relayed through the node.";
     relay_rate_limited, "fovea_relay_rate_limited_total", "counter", "SEND and CALL refused with RATE_LIMITED (relay_bytes_per_s).";

@@ -11,6 +11,40 @@ use bytes::Bytes;
 use common::*;
 use fovea_codec::frame::{self, Frame};
 use fovea_codec::ErrorCode;
+use fovea_engine::config::ProviderSelection;
+use fovea_engine::shard::owner_shard;
+
+/// A peer id that the node's hash assigns to `shard`, so a test places callers and providers on
+/// the shards it means to rather than where chance puts them.
+fn peer_on(shard: usize, shards: usize) -> [u8; 32] {
+    std::iter::repeat_with(random_peer_id).find(|id| owner_shard(id, shards) == shard).unwrap()
+}
+
+fn unregister(c: &mut TestClient, procedure: &str) -> Frame {
+    let r = c.request_id();
+    c.send_session(&Frame::Unregister(frame::Unregister {
+        request_id: r,
+        procedure: procedure.parse().unwrap(),
+    }));
+    c.expect_response(r)
+}
+
+fn goodbye(c: &mut TestClient) {
+    c.send_session(&Frame::Goodbye(frame::Goodbye { code: 0, reason: Bytes::new() }));
+    assert!(c.wait_closed(WAIT).is_some(), "the node closes after GOODBYE");
+}
+
+/// The call ids a provider was invoked for, serving each with an echo, until 200 ms pass quiet.
+fn served_ids(p: &mut TestClient) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while let Some(Frame::Invoke(inv)) =
+        p.try_expect_frame(|f| matches!(f, Frame::Invoke(_)), Duration::from_millis(200))
+    {
+        ids.push(u64::from_be_bytes(inv.payload[..8].try_into().unwrap()));
+        p.send_data(&Frame::Reply(frame::Reply { id: inv.invocation_id, payload: inv.payload }));
+    }
+    ids
+}
 
 fn register(c: &mut TestClient, procedure: &str) -> Frame {
     let r = c.request_id();
@@ -96,14 +130,15 @@ fn a_call_reaches_a_provider_and_the_reply_returns() {
 #[test]
 fn round_robin_spreads_calls_evenly_over_providers_on_both_shards() {
     let node = start_node(test_config(2));
-    let mut providers: Vec<TestClient> = (0..3)
-        .map(|_| {
-            let mut p = TestClient::connect(node.quic_addr, "default");
+    let mut providers: Vec<TestClient> = [0, 1, 0]
+        .into_iter()
+        .map(|shard| {
+            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(shard, 2));
             assert!(matches!(register(&mut p, "work"), Frame::Ok(_)));
             p
         })
         .collect();
-    let mut caller = TestClient::connect(node.quic_addr, "default");
+    let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
     let calls = 30u64;
     for id in 1..=calls {
         call(&mut caller, id, "work", &id.to_be_bytes(), 10_000, false);
@@ -161,6 +196,10 @@ fn a_deadline_answers_the_caller_and_the_late_reply_is_dropped() {
         id: inv.invocation_id,
         payload: Bytes::from_static(b"late"),
     }));
+    assert!(
+        wait_until(WAIT, || metric(node.http_addr, "fovea_rpc_invocations_expired_total") == 1),
+        "the provider's shard forgets the invocation at the deadline too"
+    );
     assert!(wait_until(WAIT, || metric(node.http_addr, "fovea_rpc_late_replies_total") == 1));
     caller.pump_for(Duration::from_millis(100));
     assert!(
@@ -291,5 +330,136 @@ fn answered_calls_release_their_deadline_entries_at_once() {
         assert_eq!(&answer(&mut caller, id).unwrap()[..], &id.to_be_bytes());
     }
     assert_eq!(metric(node.http_addr, "fovea_rpc_calls_in_flight"), 0, "answered calls hold none");
+    node.shutdown();
+}
+
+#[test]
+fn a_retried_call_keeps_its_deadline() {
+    let node = start_node(test_config(2));
+    let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
+    let mut flaky = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    assert!(matches!(register(&mut flaky, "idem"), Frame::Ok(_)));
+    call(&mut caller, 7, "idem", b"x", 500, true);
+    flaky.expect_frame(|f| matches!(f, Frame::Invoke(_)), WAIT);
+    let mut silent = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    assert!(matches!(register(&mut silent, "idem"), Frame::Ok(_)));
+    goodbye(&mut flaky);
+    // The retry reaches the second provider, which never answers: the deadline still does.
+    silent.expect_frame(|f| matches!(f, Frame::Invoke(_)), WAIT);
+    assert_eq!(answer(&mut caller, 7), Err(ErrorCode::DeadlineExceeded as u64));
+    assert_eq!(metric(node.http_addr, "fovea_rpc_retries_total"), 1);
+    assert_eq!(metric(node.http_addr, "fovea_rpc_calls_in_flight"), 0, "the slot is free again");
+    node.shutdown();
+}
+
+#[test]
+fn after_unregister_or_a_disconnect_no_shard_invokes_the_provider() {
+    let node = start_node(test_config(2));
+    let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
+    assert!(matches!(register(&mut p, "svc.a"), Frame::Ok(_)));
+    assert!(matches!(register(&mut p, "svc.b"), Frame::Ok(_)));
+    call(&mut caller, 1, "svc.a", &1u64.to_be_bytes(), 5_000, false);
+    assert_eq!(served_ids(&mut p), vec![1]);
+    assert!(answer(&mut caller, 1).is_ok());
+
+    // UNREGISTER's OK comes after the caller's shard dropped the provider.
+    assert!(matches!(unregister(&mut p, "svc.a"), Frame::Ok(_)));
+    call(&mut caller, 2, "svc.a", &2u64.to_be_bytes(), 5_000, false);
+    assert_eq!(answer(&mut caller, 2), Err(ErrorCode::NoProvider as u64));
+    call(&mut caller, 3, "svc.b", &3u64.to_be_bytes(), 5_000, false);
+    assert_eq!(served_ids(&mut p), vec![3], "svc.a is no longer invoked, svc.b still is");
+    assert!(answer(&mut caller, 3).is_ok());
+
+    // A disconnect withdraws the rest. Until the caller's shard has heard of it, a call may
+    // still be sent towards the provider and fail with PROVIDER_GONE; then it is NO_PROVIDER.
+    goodbye(&mut p);
+    let mut answers = Vec::new();
+    for id in 4..54 {
+        call(&mut caller, id, "svc.b", &id.to_be_bytes(), 5_000, false);
+        answers.push(answer(&mut caller, id));
+        if answers.last() == Some(&Err(ErrorCode::NoProvider as u64)) {
+            break;
+        }
+    }
+    let (last, before) = answers.split_last().unwrap();
+    assert_eq!(*last, Err(ErrorCode::NoProvider as u64), "{answers:?}");
+    assert!(before.iter().all(|a| *a == Err(ErrorCode::ProviderGone as u64)), "{answers:?}");
+    node.shutdown();
+}
+
+#[test]
+fn random_selection_spreads_calls_but_not_in_turn() {
+    let mut config = test_config(2);
+    config.limits.rpc_selection = ProviderSelection::Random;
+    let node = start_node(config);
+    let mut providers: Vec<TestClient> = [0, 1, 1]
+        .into_iter()
+        .map(|shard| {
+            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(shard, 2));
+            assert!(matches!(register(&mut p, "pick"), Frame::Ok(_)));
+            p
+        })
+        .collect();
+    let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
+    let calls = 300u64;
+    for id in 1..=calls {
+        call(&mut caller, id, "pick", &id.to_be_bytes(), 10_000, false);
+    }
+    // The caller's congestion window holds only part of 300 calls: let them all out first.
+    assert!(wait_until(WAIT, || {
+        caller.pump_for(Duration::from_millis(5));
+        metric(node.http_addr, "fovea_rpc_calls_total") == calls
+    }));
+    let got: Vec<Vec<u64>> = providers.iter_mut().map(served_ids).collect();
+    for id in 1..=calls {
+        let a = answer(&mut caller, id);
+        assert!(a.is_ok(), "call {id}: {a:?}");
+    }
+    assert_eq!(got.iter().map(Vec::len).sum::<usize>(), calls as usize, "each call served once");
+    // Expected 100 each; 50 is six standard deviations away.
+    assert!(
+        got.iter().all(|ids| ids.len() >= 50),
+        "{:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    // Round robin would give each provider one residue class of the call ids.
+    let in_turn = got.iter().all(|ids| ids.iter().all(|id| id % 3 == ids[0] % 3));
+    assert!(!in_turn, "random selection must not be round robin");
+    node.shutdown();
+}
+
+#[test]
+fn local_first_selection_keeps_calls_on_the_callers_shard_and_falls_back() {
+    let mut config = test_config(2);
+    config.limits.rpc_selection = ProviderSelection::LocalFirst;
+    let node = start_node(config);
+    let mut remote = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
+    assert!(matches!(register(&mut remote, "near"), Frame::Ok(_)));
+    let mut locals: Vec<TestClient> = (0..2)
+        .map(|_| {
+            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+            assert!(matches!(register(&mut p, "near"), Frame::Ok(_)));
+            p
+        })
+        .collect();
+    let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    for id in 1..=20u64 {
+        call(&mut caller, id, "near", &id.to_be_bytes(), 10_000, false);
+    }
+    let counts: Vec<usize> = locals.iter_mut().map(|p| served_ids(p).len()).collect();
+    assert_eq!(counts, vec![10, 10], "round robin over the caller's own shard");
+    assert!(served_ids(&mut remote).is_empty(), "no call leaves the shard while it has providers");
+    for id in 1..=20u64 {
+        assert!(answer(&mut caller, id).is_ok());
+    }
+    // Without a provider on its own shard the caller is served by the other shard's.
+    for p in &mut locals {
+        goodbye(p);
+    }
+    call(&mut caller, 21, "near", &21u64.to_be_bytes(), 10_000, false);
+    let served = served_ids(&mut remote);
+    assert_eq!(served, vec![21], "{:?}", answer(&mut caller, 21));
+    assert!(answer(&mut caller, 21).is_ok());
     node.shutdown();
 }

@@ -112,6 +112,8 @@ pub struct Conn {
     pub realm: Option<fovea_codec::Realm>,
     /// Procedures this peer provides.
     pub registrations: Vec<fovea_codec::Name>,
+    /// Invocations sent to this peer and not answered yet, by invocation id.
+    pub invocations: ahash::AHashMap<u64, super::rpc::Invocation>,
     /// Subscriptions by the peer's subscription id.
     pub subs: ahash::AHashMap<u64, fovea_codec::Pattern>,
     /// Connection IDs issued for this connection (removed from the shard map on close).
@@ -178,6 +180,7 @@ impl Conn {
             peer_id: [0; 32],
             realm: None,
             registrations: Vec::new(),
+            invocations: ahash::AHashMap::new(),
             subs: ahash::AHashMap::new(),
             cids: SmallVec::new(),
             accepted_at: now,

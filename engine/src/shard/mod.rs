@@ -542,6 +542,7 @@ impl Shard {
     pub fn handle_timeouts(&mut self, now: Instant) {
         self.last_now = now;
         self.expire_calls(now);
+        self.expire_invocations(now);
         let auth_metrics = self.ctx.metrics.clone();
         while let Some(&Reverse((at, r))) = self.timers.peek() {
             if at > now {
@@ -751,7 +752,7 @@ impl Shard {
         if slot.generation != r.generation {
             return;
         }
-        let Some(conn) = slot.conn.take() else { return };
+        let Some(mut conn) = slot.conn.take() else { return };
         self.free.push(r.slot);
         self.source_closed(conn.sec.source_ip);
         for c in &conn.cids {
@@ -774,7 +775,9 @@ impl Shard {
             }
             self.fanout_remove_conn(r, &conn);
             let peer = conn.peer_id;
-            self.rpc_remove_conn(r, peer, conn.realm.as_ref(), &conn.registrations, owns_peer);
+            let invocations = std::mem::take(&mut conn.invocations);
+            let (realm, registrations) = (conn.realm.as_ref(), &conn.registrations);
+            self.rpc_remove_conn(r, peer, realm, registrations, invocations, owns_peer);
         }
         if conn.phase == Phase::AwaitHello && !conn.quic.is_established() {
             self.unvalidated = self.unvalidated.saturating_sub(1);

@@ -80,6 +80,8 @@ pub enum ShardMsg {
         shard: usize,
         /// The provider's peer id.
         peer: [u8; 32],
+        /// Token to acknowledge (UNREGISTER's OK waits for every shard; a disconnect does not).
+        ack: Option<u64>,
     },
     /// Invoke a provider owned by the receiving shard.
     Invoke {

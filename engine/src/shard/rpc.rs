@@ -4,7 +4,8 @@
 //! peer), updated by broadcast `ProviderAdd`/`ProviderRemove` messages, so choosing a provider
 //! is a local O(1) cursor step. A call's state lives on the caller's shard (deadline, duplicate
 //! id, in-flight limit, idempotent retry); the provider's shard only maps its invocation id back
-//! to the caller. Replies find the caller's shard by hashing its peer id.
+//! to the caller, in the provider's connection, until the answer or the deadline. Replies find
+//! the caller's shard by hashing its peer id.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use fovea_codec::frame::{self, Frame};
 use fovea_codec::{ErrorCode, Name, Realm};
 use smallvec::SmallVec;
 
+use super::conn::Phase;
 use super::retain::detach_small;
 use super::session::owner_shard;
 use super::{ConnRef, Shard, ShardMsg};
@@ -28,11 +30,35 @@ type PeerId = [u8; 32];
 /// thread forwards it and the answer comes back as a `CallResult` like any other.
 const FEDERATION: usize = usize::MAX;
 
-/// Providers of one procedure, in registration order, with this shard's round-robin cursor.
+/// Providers of one procedure, in registration order, with this shard's round-robin cursor;
+/// those on this shard also in a ring of their own, for local-first selection.
 #[derive(Default)]
 struct Ring {
     members: Vec<(usize, PeerId)>,
     cursor: usize,
+    local: Vec<PeerId>,
+    local_cursor: usize,
+}
+
+impl Ring {
+    /// The next member of `ring` from `cursor` on that `ok` accepts, advancing the cursor past
+    /// it: O(1) unless members are excluded.
+    fn step<T: Copy>(
+        ring: &[T],
+        cursor: &mut usize,
+        start: usize,
+        ok: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        let n = ring.len();
+        for k in 0..n {
+            let m = ring[(start + k) % n];
+            if ok(&m) {
+                *cursor = (start + k + 1) % n;
+                return Some(m);
+            }
+        }
+        None
+    }
 }
 
 /// A call in flight, kept on the caller's shard.
@@ -46,14 +72,16 @@ struct CallState {
     tried: SmallVec<[(usize, PeerId); 2]>,
 }
 
-/// An invocation in flight, kept on the provider's shard.
-struct Invocation {
+/// An invocation in flight, kept in the provider's connection (so that only that peer can
+/// answer it and a disconnect finds its invocations without a scan).
+pub struct Invocation {
     caller: PeerId,
     call_id: u64,
-    provider: ConnRef,
     /// Forwarded by this node (the answer goes back through the control thread; `call_id`
     /// is its forward id).
     link: Option<PeerId>,
+    /// The caller's deadline as this shard sees it; the invocation is forgotten then.
+    expires: Instant,
 }
 
 /// Outcome of a call, carried back to the caller's shard.
@@ -62,8 +90,12 @@ pub enum CallOutcome {
     Reply(Bytes),
     /// CALL_ERROR code and message.
     Error(u64, Bytes),
-    /// The provider disconnected before answering (the caller's shard may retry).
+    /// The provider disconnected before answering (the caller's shard retries an idempotent
+    /// call).
     ProviderGone,
+    /// The provider was gone before the INVOKE reached it, so the call was never executed: the
+    /// caller's shard retries it on another provider whether or not it is idempotent.
+    Undelivered,
 }
 
 /// RPC state of one shard.
@@ -76,16 +108,20 @@ pub(super) struct Rpc {
     /// that an answered call leaves it at once: a heap with lazy deletion kept rate × timeout
     /// entries (6 M at 200,000 calls/s with 30 s deadlines), most of them for calls long done.
     deadlines: std::collections::BTreeSet<(Instant, PeerId, u64)>,
-    invocations: ahash::AHashMap<u64, Invocation>,
+    /// When the invocations held by this shard's providers expire: a provider that never
+    /// answers must not collect them until it disconnects.
+    invocation_expiry: std::collections::BTreeSet<(Instant, ConnRef, u64)>,
     next_invocation: u64,
     /// (realm, procedure) with a provider on another bootstrap (from the control thread).
     remote: ahash::AHashSet<(Realm, Name)>,
 }
 
 impl Rpc {
-    /// Earliest call deadline.
+    /// Earliest call deadline or invocation expiry.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(at, _, _)| *at)
+        let call = self.deadlines.first().map(|(at, _, _)| *at);
+        let invocation = self.invocation_expiry.first().map(|(at, _, _)| *at);
+        call.into_iter().chain(invocation).min()
     }
 }
 
@@ -140,13 +176,15 @@ impl Shard {
         Ok(false)
     }
 
-    /// UNREGISTER.
+    /// UNREGISTER. Ok(false): the OK waits until every shard has stopped choosing the provider
+    /// (INVOKEs those shards sent before reach the provider ahead of the OK).
     pub(super) fn unregister(
         &mut self,
         r: ConnRef,
+        request_id: u64,
         procedure: &Name,
-    ) -> Result<(), (ErrorCode, &'static str)> {
-        let Some((peer, realm)) = self.peer_of(r) else { return Ok(()) };
+    ) -> Result<bool, (ErrorCode, &'static str)> {
+        let Some((peer, realm)) = self.peer_of(r) else { return Ok(false) };
         let conn = self.conn_mut(r).expect("checked above");
         let Some(i) = conn.registrations.iter().position(|p| p == procedure) else {
             return Err(err(
@@ -155,11 +193,19 @@ impl Shard {
             ));
         };
         conn.registrations.swap_remove(i);
-        self.withdraw_provider(&realm, procedure, peer);
-        Ok(())
+        let others = self.ctx.shards - 1;
+        let ack = (others > 0).then(|| self.expect_acks(r, request_id, others));
+        self.withdraw_provider(&realm, procedure, peer, ack);
+        Ok(ack.is_none())
     }
 
-    fn withdraw_provider(&mut self, realm: &Realm, procedure: &Name, peer: PeerId) {
+    fn withdraw_provider(
+        &mut self,
+        realm: &Realm,
+        procedure: &Name,
+        peer: PeerId,
+        ack: Option<u64>,
+    ) {
         self.apply_provider(realm, procedure, self.ctx.index, peer, false);
         if !self.has_own_provider(realm, procedure) {
             self.report_provider(Op::Remove, realm, procedure);
@@ -170,6 +216,7 @@ impl Shard {
                 procedure: procedure.clone(),
                 shard: self.ctx.index,
                 peer,
+                ack,
             });
         }
     }
@@ -183,10 +230,18 @@ impl Shard {
         add: bool,
     ) {
         let key = (realm.clone(), procedure.clone());
+        let local = shard == self.ctx.index;
         if add {
-            self.rpc.rings.entry(key).or_default().members.push((shard, peer));
+            let ring = self.rpc.rings.entry(key).or_default();
+            ring.members.push((shard, peer));
+            if local {
+                ring.local.push(peer);
+            }
         } else if let Some(ring) = self.rpc.rings.get_mut(&key) {
             ring.members.retain(|m| *m != (shard, peer));
+            if local {
+                ring.local.retain(|p| *p != peer);
+            }
             if ring.members.is_empty() {
                 self.rpc.rings.remove(&key);
             }
@@ -195,11 +250,10 @@ impl Shard {
 
     /// True when a peer of this shard provides `procedure`.
     fn has_own_provider(&self, realm: &Realm, procedure: &Name) -> bool {
-        let index = self.ctx.index;
         self.rpc
             .rings
             .get(&(realm.clone(), procedure.clone()))
-            .is_some_and(|ring| ring.members.iter().any(|m| m.0 == index))
+            .is_some_and(|ring| !ring.local.is_empty())
     }
 
     fn report_provider(&self, op: Op, realm: &Realm, procedure: &Name) {
@@ -212,7 +266,8 @@ impl Shard {
         }
     }
 
-    /// Picks a provider not in `exclude`: O(1) for round robin.
+    /// Picks a provider not in `exclude` (the providers an idempotent call already tried): O(1)
+    /// for every selection, round robin over this shard's own providers first for local-first.
     fn pick_provider(
         &mut self,
         realm: &Realm,
@@ -222,24 +277,18 @@ impl Shard {
         let index = self.ctx.index;
         let selection = self.ctx.limits.rpc_selection;
         let ring = self.rpc.rings.get_mut(&(realm.clone(), procedure.clone()))?;
-        let n = ring.members.len();
-        if selection == ProviderSelection::LocalFirst {
-            if let Some(m) = ring.members.iter().find(|m| m.0 == index && !exclude.contains(m)) {
-                return Some(*m);
+        if selection == ProviderSelection::LocalFirst && !ring.local.is_empty() {
+            let start = ring.local_cursor;
+            let ok = |p: &PeerId| !exclude.contains(&(index, *p));
+            if let Some(p) = Ring::step(&ring.local, &mut ring.local_cursor, start, ok) {
+                return Some((index, p));
             }
         }
         let start = match selection {
-            ProviderSelection::Random => rand::random::<usize>() % n,
+            ProviderSelection::Random => rand::random::<usize>() % ring.members.len(),
             _ => ring.cursor,
         };
-        for k in 0..n {
-            let m = ring.members[(start + k) % n];
-            if !exclude.contains(&m) {
-                ring.cursor = (start + k + 1) % n;
-                return Some(m);
-            }
-        }
-        None
+        Ring::step(&ring.members, &mut ring.cursor, start, |m| !exclude.contains(m))
     }
 
     /// CALL from connection `r`.
@@ -346,15 +395,13 @@ impl Shard {
 
     /// REPLY or CALL_ERROR from a provider for one of this shard's invocations.
     pub(super) fn provider_answer(&mut self, r: ConnRef, invocation_id: u64, outcome: CallOutcome) {
-        let Some(inv) = self.rpc.invocations.get(&invocation_id) else {
+        // Only the peer that was invoked holds the id; anyone else's answer is unknown to it.
+        let inv = self.conn_mut(r).and_then(|c| c.invocations.remove(&invocation_id));
+        let Some(inv) = inv else {
             ShardMetrics::inc(&self.ctx.metrics.rpc_late_replies);
             return;
         };
-        if inv.provider != r {
-            // Only the peer that was invoked may answer.
-            return;
-        }
-        let inv = self.rpc.invocations.remove(&invocation_id).expect("present");
+        self.rpc.invocation_expiry.remove(&(inv.expires, r, invocation_id));
         self.route_invocation(inv, outcome);
     }
 
@@ -370,7 +417,7 @@ impl Shard {
         let (code, payload) = match outcome {
             CallOutcome::Reply(payload) => (0, payload),
             CallOutcome::Error(code, message) => (code, message),
-            CallOutcome::ProviderGone => {
+            CallOutcome::ProviderGone | CallOutcome::Undelivered => {
                 let code = ErrorCode::ProviderGone;
                 (code as u64, Bytes::from_static(code.name().as_bytes()))
             }
@@ -408,8 +455,11 @@ impl Shard {
                 self.apply_provider(&realm, &procedure, shard, peer, true);
                 self.outbox[shard].push(ShardMsg::InterestAck { ack });
             }
-            ShardMsg::ProviderRemove { realm, procedure, shard, peer } => {
+            ShardMsg::ProviderRemove { realm, procedure, shard, peer, ack } => {
                 self.apply_provider(&realm, &procedure, shard, peer, false);
+                if let Some(ack) = ack {
+                    self.outbox[shard].push(ShardMsg::InterestAck { ack });
+                }
             }
             ShardMsg::Invoke {
                 caller_shard,
@@ -421,25 +471,28 @@ impl Shard {
                 payload,
                 link,
             } => {
-                let Some(&r) = self.by_peer.get(&provider) else {
+                let invocation_id = self.rpc.next_invocation + 1;
+                let expires = now + Duration::from_millis(timeout_ms);
+                let inv = Invocation { caller, call_id, link, expires };
+                // A provider whose connection is closing would never see the INVOKE.
+                let r = self.by_peer.get(&provider).copied();
+                let live = r.and_then(|r| Some((r, self.conn_mut(r)?))).filter(|(_, c)| {
+                    c.phase == Phase::Active && c.close_with.is_none() && !c.quic.is_draining()
+                });
+                let Some((r, conn)) = live else {
                     if let Some(to) = link {
-                        return self.answer_link(to, call_id, CallOutcome::ProviderGone);
+                        return self.answer_link(to, call_id, CallOutcome::Undelivered);
                     }
-                    let msg = ShardMsg::CallResult {
-                        caller,
-                        call_id,
-                        outcome: CallOutcome::ProviderGone,
-                    };
+                    let msg =
+                        ShardMsg::CallResult { caller, call_id, outcome: CallOutcome::Undelivered };
                     if caller_shard == self.ctx.index {
                         return self.handle_rpc_message(now, msg);
                     }
                     return self.outbox[caller_shard].push(msg);
                 };
-                self.rpc.next_invocation += 1;
-                let invocation_id = self.rpc.next_invocation;
-                self.rpc
-                    .invocations
-                    .insert(invocation_id, Invocation { caller, call_id, provider: r, link });
+                conn.invocations.insert(invocation_id, inv);
+                self.rpc.next_invocation = invocation_id;
+                self.rpc.invocation_expiry.insert((expires, r, invocation_id));
                 let frame = Frame::Invoke(frame::Invoke {
                     invocation_id,
                     timeout_ms,
@@ -545,8 +598,9 @@ impl Shard {
                 ShardMetrics::inc(&self.ctx.metrics.rpc_errors);
                 Frame::CallError(frame::CallError { id: call_id, code, message })
             }
-            CallOutcome::ProviderGone => {
-                if state.idempotent && now < state.deadline {
+            gone @ (CallOutcome::ProviderGone | CallOutcome::Undelivered) => {
+                let never_ran = matches!(gone, CallOutcome::Undelivered);
+                if (state.idempotent || never_ran) && now < state.deadline {
                     let mut state = state;
                     state.tried.push(state.provider);
                     if let Some(next) =
@@ -554,7 +608,14 @@ impl Shard {
                     {
                         state.provider = next;
                         ShardMetrics::inc(&self.ctx.metrics.rpc_retries);
+                        // finish_call took the call out of the books; it goes back in whole,
+                        // with its deadline, or nothing would ever answer a retry left unanswered.
                         *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
+                        self.rpc.deadlines.insert((state.deadline, caller, call_id));
+                        ShardMetrics::set(
+                            &self.ctx.metrics.rpc_calls_in_flight,
+                            self.rpc.deadlines.len() as u64,
+                        );
                         self.dispatch(now, caller, call_id, &state);
                         self.rpc.calls.insert((caller, call_id), state);
                         return;
@@ -597,6 +658,33 @@ impl Shard {
         }
     }
 
+    /// Forgets invocations whose caller's deadline passed: the caller's shard answered
+    /// DEADLINE_EXCEEDED, and a later answer from the provider counts as late.
+    pub(super) fn expire_invocations(&mut self, now: Instant) {
+        while let Some(&(at, r, id)) = self.rpc.invocation_expiry.first() {
+            if at > now {
+                break;
+            }
+            self.rpc.invocation_expiry.pop_first();
+            if self.conn_mut(r).and_then(|c| c.invocations.remove(&id)).is_some() {
+                ShardMetrics::inc(&self.ctx.metrics.rpc_invocations_expired);
+            }
+        }
+    }
+
+    /// The node is closing an active session: its registrations and invocations end now (its
+    /// own calls wait for the connection to go, as a replaced connection's do).
+    pub(super) fn rpc_retire(&mut self, r: ConnRef) {
+        let Some(conn) = self.conn_mut(r) else { return };
+        if conn.phase != Phase::Active {
+            return;
+        }
+        let registrations = std::mem::take(&mut conn.registrations);
+        let invocations = std::mem::take(&mut conn.invocations);
+        let (peer, realm) = (conn.peer_id, conn.realm.clone());
+        self.rpc_remove_conn(r, peer, realm.as_ref(), &registrations, invocations, false);
+    }
+
     /// A peer's session ends: withdraw its registrations, fail the invocations it held, drop
     /// its own calls.
     pub(super) fn rpc_remove_conn(
@@ -605,25 +693,20 @@ impl Shard {
         peer: PeerId,
         realm: Option<&Realm>,
         registrations: &[Name],
+        invocations: ahash::AHashMap<u64, Invocation>,
         drop_calls: bool,
     ) {
         if let Some(realm) = realm {
             for procedure in registrations {
-                self.withdraw_provider(realm, procedure, peer);
+                self.withdraw_provider(realm, procedure, peer, None);
             }
         }
-        let gone: Vec<u64> = self
-            .rpc
-            .invocations
-            .iter()
-            .filter(|(_, inv)| inv.provider == r)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
-            let inv = self.rpc.invocations.remove(&id).expect("listed above");
+        for (id, inv) in invocations {
+            self.rpc.invocation_expiry.remove(&(inv.expires, r, id));
             self.route_invocation(inv, CallOutcome::ProviderGone);
         }
-        if !drop_calls {
+        // Most sessions that end hold no calls; only theirs are looked for among the shard's.
+        if !drop_calls || !self.rpc.inflight_per_caller.contains_key(&peer) {
             return;
         }
         let own: Vec<(PeerId, u64)> =

@@ -145,6 +145,9 @@ impl Shard {
             // The first reason wins.
             conn.close_with.get_or_insert((code as u64, reason));
         }
+        // A closing peer answers no more invocations: no shard should choose it while quiche
+        // finishes the close (three PTOs or more), and its callers hear PROVIDER_GONE now.
+        self.rpc_retire(r);
         self.mark_dirty(r);
     }
 
@@ -279,14 +282,15 @@ impl Shard {
             }
             Frame::Hello(_) => self.close_conn(r, ErrorCode::ProtocolViolation, "second HELLO"),
             Frame::Extension { .. } => {}
-            // Requests this node does not serve yet get a typed answer, never silence.
+            // Ok(false): the OK waits for the other shards' acknowledgements.
             Frame::Register(f) => match self.register(r, f.request_id, f.procedure) {
                 Ok(true) => self.send_ok(r, f.request_id),
                 Ok(false) => {}
                 Err((code, message)) => self.send_error(r, f.request_id, code, message),
             },
-            Frame::Unregister(f) => match self.unregister(r, &f.procedure) {
-                Ok(()) => self.send_ok(r, f.request_id),
+            Frame::Unregister(f) => match self.unregister(r, f.request_id, &f.procedure) {
+                Ok(true) => self.send_ok(r, f.request_id),
+                Ok(false) => {}
                 Err((code, message)) => self.send_error(r, f.request_id, code, message),
             },
             Frame::Call(c) => self.call(now, r, c),
@@ -400,10 +404,13 @@ impl Shard {
                 }
                 let old_conn_subs = self.take_subs(old);
                 self.drop_subs(old, old_conn_subs);
-                let regs = self.conn_mut(old).map(|c| std::mem::take(&mut c.registrations));
+                let rpc = self.conn_mut(old).map(|c| {
+                    (std::mem::take(&mut c.registrations), std::mem::take(&mut c.invocations))
+                });
                 let realm = self.conn_mut(old).and_then(|c| c.realm.clone());
-                if let (Some(regs), Some(realm)) = (regs, realm) {
-                    self.rpc_remove_conn(old, hello.peer_id, Some(&realm), &regs, false);
+                if let (Some((regs, invocations)), Some(realm)) = (rpc, realm) {
+                    let peer = hello.peer_id;
+                    self.rpc_remove_conn(old, peer, Some(&realm), &regs, invocations, false);
                 }
                 self.mark_dirty(old);
                 self.peers -= 1;
