@@ -349,11 +349,15 @@ impl Shard {
             provider,
             tried: SmallVec::new(),
         };
-        self.dispatch(now, caller, c.call_id, &state);
         self.rpc.calls.insert((caller, c.call_id), state);
+        self.dispatch(now, caller, c.call_id);
     }
 
-    fn dispatch(&mut self, now: Instant, caller: PeerId, call_id: u64, state: &CallState) {
+    /// Sends the INVOKE of a call already in `calls`: it must be there first, because an answer
+    /// can come back at once (a provider on this shard that turns out to be gone), and an
+    /// answer for a call not in the books is dropped as late.
+    fn dispatch(&mut self, now: Instant, caller: PeerId, call_id: u64) {
+        let Some(state) = self.rpc.calls.get(&(caller, call_id)) else { return };
         let timeout_ms = state.deadline.saturating_duration_since(now).as_millis() as u64;
         if state.provider.0 == FEDERATION {
             return self.to_control(ControlMsg::Call {
@@ -376,10 +380,11 @@ impl Shard {
             payload: state.payload.clone(),
             link: None,
         };
-        if state.provider.0 == self.ctx.index {
+        let shard = state.provider.0;
+        if shard == self.ctx.index {
             self.handle_rpc_message(now, msg);
         } else {
-            self.outbox[state.provider.0].push(msg);
+            self.outbox[shard].push(msg);
         }
     }
 
@@ -616,8 +621,8 @@ impl Shard {
                             &self.ctx.metrics.rpc_calls_in_flight,
                             self.rpc.deadlines.len() as u64,
                         );
-                        self.dispatch(now, caller, call_id, &state);
                         self.rpc.calls.insert((caller, call_id), state);
+                        self.dispatch(now, caller, call_id);
                         return;
                     }
                 }
