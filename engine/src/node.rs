@@ -56,6 +56,9 @@ pub enum StartError {
 impl Node {
     /// Starts every shard and the HTTP endpoint; returns once the sockets are bound.
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
+        // The library refuses what the binary refuses (e.g. federation.max_hops = 0, which
+        // would silently stop every forward).
+        config.validate()?;
         let shards = config.shard_count();
         let identity = crate::identity::load_or_create(
             &config.node.data_dir,
