@@ -40,6 +40,7 @@ pub fn serve(addr: SocketAddr, state: Arc<HttpState>) -> std::io::Result<SocketA
                     Some(federation) => (200, federation.to_json(), "application/json"),
                     None => (404, "federation is not enabled\n".to_owned(), "text/plain"),
                 },
+                "/relay" => (200, metrics::relay_json(&state.shards), "application/json"),
                 "/healthz" => (200, "ok\n".to_owned(), "text/plain"),
                 "/readyz" => {
                     if state.ready.load(Ordering::Relaxed) {

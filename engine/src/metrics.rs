@@ -10,6 +10,45 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// What one peer has relayed through the node (SEND and CALL payloads) in its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayer {
+    /// Peer id.
+    pub peer: [u8; 32],
+    /// Realm of its session.
+    pub realm: String,
+    /// Payload bytes relayed.
+    pub bytes: u64,
+    /// SENDs and CALLs relayed.
+    pub msgs: u64,
+}
+
+/// Relayers each shard reports (`GET /relay`).
+pub const RELAYERS_PER_SHARD: usize = 32;
+
+/// The `/relay` document: every shard's reported relayers, most bytes first.
+pub fn relay_json(shards: &[std::sync::Arc<ShardMetrics>]) -> String {
+    let mut all: Vec<(usize, Relayer)> = Vec::new();
+    for (i, m) in shards.iter().enumerate() {
+        let list = m.relayers.lock().unwrap_or_else(|p| p.into_inner());
+        all.extend(list.iter().cloned().map(|r| (i, r)));
+    }
+    all.sort_by_key(|(_, r)| std::cmp::Reverse(r.bytes));
+    let mut out = String::from("{\"peers\":[");
+    for (k, (shard, r)) in all.iter().enumerate() {
+        let sep = if k == 0 { "" } else { "," };
+        let peer: String = r.peer.iter().map(|b| format!("{b:02x}")).collect();
+        let realm = r.realm.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = write!(
+            out,
+            "{sep}{{\"peer\":\"{peer}\",\"realm\":\"{}\",\"shard\":{shard},\"relayed_bytes\":{},\"relayed_msgs\":{}}}",
+            realm, r.bytes, r.msgs
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
 macro_rules! shard_counters {
     ($( $field:ident, $name:literal, $kind:literal, $help:literal; )*) => {
         /// Counters and gauges of one shard.
@@ -25,6 +64,9 @@ macro_rules! shard_counters {
             pub rtt_buckets: [AtomicU64; LATENCY_BUCKETS],
             /// Sum of observed RTTs in microseconds.
             pub rtt_sum_us: AtomicU64,
+            /// The peers of this shard that relayed the most through the node, refreshed about
+            /// once a second (`GET /relay`). A lock, but one the shard takes once a second.
+            pub relayers: std::sync::Mutex<Vec<Relayer>>,
         }
 
         const COUNTERS: &[(&str, &str, &str)] = &[ $( ($name, $kind, $help), )* ];

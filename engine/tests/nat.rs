@@ -174,6 +174,53 @@ fn relay_beyond_the_budget_is_rate_limited_and_counted() {
 }
 
 #[test]
+fn relay_is_metered_per_peer_and_listed_at_the_relay_endpoint() {
+    let node = start_node(test_config(2));
+    let mut a = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
+    let mut c = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    let mut b = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    let send = |from: &mut TestClient, target, len: usize| {
+        let r = from.request_id();
+        from.send_data(&Frame::Send(frame::Send {
+            request_id: r,
+            target,
+            payload: Bytes::from(vec![7u8; len]),
+        }));
+        assert!(matches!(from.expect_response(r), Frame::Ok(_)));
+    };
+    for _ in 0..3 {
+        send(&mut a, b.peer_id, 100);
+    }
+    send(&mut c, b.peer_id, 50);
+    for _ in 0..4 {
+        b.expect_frame(|f| matches!(f, Frame::Message(_)), WAIT);
+    }
+    let hex = |id: &[u8; 32]| id.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let listed = |want: usize| {
+        let text = http_get(node.http_addr, "/relay");
+        let body = text.split("\r\n\r\n").nth(1).expect("a body").to_owned();
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let peers = doc["peers"].as_array().expect("peers").clone();
+        (peers.len() == want).then_some(peers)
+    };
+    let mut peers = None;
+    // Shards refresh the list once a second; each poll is a real request.
+    assert!(wait_until(WAIT, || {
+        peers = listed(2);
+        peers.is_some()
+    }));
+    let peers = peers.unwrap();
+    let row = |p: &serde_json::Value| {
+        let s = |k: &str| p[k].as_str().unwrap().to_owned();
+        let n = |k: &str| p[k].as_u64().unwrap();
+        (s("peer"), s("realm"), n("shard"), n("relayed_bytes"), n("relayed_msgs"))
+    };
+    assert_eq!(row(&peers[0]), (hex(&a.peer_id), "default".into(), 0, 300, 3), "most bytes first");
+    assert_eq!(row(&peers[1]), (hex(&c.peer_id), "default".into(), 1, 50, 1));
+    node.shutdown();
+}
+
+#[test]
 fn a_rebinding_with_deliveries_in_flight_closes_the_stalled_stream_cleanly() {
     let mut config = test_config(1);
     config.limits.keepalive_ms = 500;

@@ -143,6 +143,8 @@ pub struct Shard {
     last_now: Instant,
     /// Credentials, per-address limits, TLS reloads (`auth.rs`).
     sec: auth::ShardSec,
+    /// When this shard next reports its top relayers (`nat.rs`).
+    relay_report_at: Instant,
 }
 
 /// Milliseconds since `start`, for tokens (which only compare times from the same shard).
@@ -181,6 +183,7 @@ impl Shard {
             control: None,
             last_now: now,
             sec: auth::ShardSec::default(),
+            relay_report_at: now,
         }
     }
 
@@ -543,6 +546,7 @@ impl Shard {
         self.last_now = now;
         self.expire_calls(now);
         self.expire_invocations(now);
+        self.report_relayers(now);
         let auth_metrics = self.ctx.metrics.clone();
         while let Some(&Reverse((at, r))) = self.timers.peek() {
             if at > now {

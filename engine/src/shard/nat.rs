@@ -15,7 +15,10 @@ use fovea_codec::{ErrorCode, Realm};
 
 use super::bucket::TokenBucket;
 use super::{owner_shard, ConnRef, Phase, Shard, ShardMsg};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{Relayer, ShardMetrics, RELAYERS_PER_SHARD};
+
+/// How often a shard refreshes its relayers for `GET /relay`.
+const RELAY_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Per-connection NAT and relay state.
 #[derive(Debug, Default)]
@@ -57,6 +60,30 @@ impl Shard {
         conn.path_changed = Some((old_path_retransmissions(conn), PATH_CHECKS));
         ShardMetrics::inc(&self.ctx.metrics.observed_addr_changes);
         self.send_session(r, &Frame::ObservedAddr(frame::ObservedAddr { observed: from }));
+    }
+
+    /// Publishes this shard's top relayers for `GET /relay`, at most once a second: a scan of
+    /// the shard's connections, kept off the per-message path.
+    pub(super) fn report_relayers(&mut self, now: Instant) {
+        if now < self.relay_report_at {
+            return;
+        }
+        self.relay_report_at = now + RELAY_REPORT_EVERY;
+        let mut top: Vec<Relayer> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.conn.as_deref())
+            .filter(|c| c.phase == Phase::Active && c.nat.relayed_msgs > 0)
+            .map(|c| Relayer {
+                peer: c.peer_id,
+                realm: c.realm.as_ref().map(|r| r.as_str().to_owned()).unwrap_or_default(),
+                bytes: c.nat.relayed_bytes,
+                msgs: c.nat.relayed_msgs,
+            })
+            .collect();
+        top.sort_unstable_by_key(|r| std::cmp::Reverse(r.bytes));
+        top.truncate(RELAYERS_PER_SHARD);
+        *self.ctx.metrics.relayers.lock().unwrap_or_else(|p| p.into_inner()) = top;
     }
 
     /// Charges `bytes` of relayed traffic to connection `r`; false when over its budget.

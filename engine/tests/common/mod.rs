@@ -489,10 +489,15 @@ pub fn hello(peer_id: [u8; 32], realm: &str) -> Frame {
 
 /// Reads the node's metrics text.
 pub fn metrics_text(http: SocketAddr) -> String {
+    http_get(http, "/metrics")
+}
+
+/// The whole HTTP/1.0 response (headers and body) of the node's endpoint for `path`.
+pub fn http_get(http: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out

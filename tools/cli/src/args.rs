@@ -142,6 +142,13 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         metrics: String,
     },
+    /// List the peers that relayed the most through the node (SEND and CALL payloads in their
+    /// current session; up to 32 per shard, refreshed each second; its `/relay` endpoint).
+    Relay {
+        /// The metrics endpoint, ADDRESS:PORT or HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        metrics: String,
+    },
     /// Generate an Ed25519 key pair for --key: writes the private key to FILE (mode 0600) and
     /// prints the `ed25519_public_key = "..."` line for the node's `[[auth.credentials]]`.
     Keygen {

@@ -296,6 +296,45 @@ pub(crate) fn members(cli: &Cli, endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `relay`: the node's per-peer relay meters.
+pub(crate) fn relay(cli: &Cli, endpoint: &str) -> anyhow::Result<()> {
+    let addr = resolve("--metrics", endpoint)?;
+    let body = metrics::fetch_path(addr, "/relay", cli.timeout)?;
+    if cli.json {
+        print!("{body}");
+        return Ok(());
+    }
+    let view: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| Usage(format!("{addr}/relay is not JSON: {e}")))?;
+    print!("{}", render_relay(&view));
+    Ok(())
+}
+
+fn render_relay(view: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<16} {:>5} {:>14} {:>10}",
+        "peer", "realm", "shard", "relayed bytes", "messages"
+    );
+    for p in view["peers"].as_array().into_iter().flatten() {
+        let text = |k: &str| p[k].as_str().unwrap_or("").to_owned();
+        let num = |k: &str| p[k].as_u64().unwrap_or(0);
+        let id = text("peer");
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:>5} {:>14} {:>10}",
+            &id[..id.len().min(16)],
+            text("realm"),
+            num("shard"),
+            num("relayed_bytes"),
+            num("relayed_msgs")
+        );
+    }
+    out
+}
+
 fn render_members(view: &serde_json::Value) -> String {
     use std::fmt::Write as _;
     let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
@@ -336,6 +375,19 @@ mod tests {
         assert_eq!(backoff(1, 0.0), Duration::from_millis(50));
         assert!(backoff(1, 0.9999) < Duration::from_millis(150));
         assert!((0.0..1.0).contains(&jitter()));
+    }
+
+    #[test]
+    fn relay_table_lists_each_peer_with_its_bytes_and_messages() {
+        let view: serde_json::Value = serde_json::from_str(
+            r#"{"peers":[{"peer":"cccccccccccccccccccccccc","realm":"acme","shard":1,
+               "relayed_bytes":300,"relayed_msgs":3}]}"#,
+        )
+        .unwrap();
+        let table = render_relay(&view);
+        let row = table.lines().nth(1).expect("one peer row");
+        assert!(row.starts_with("cccccccccccccccc acme"), "{table}");
+        assert!(row.ends_with(" 300          3"), "{table}");
     }
 
     #[test]

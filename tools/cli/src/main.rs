@@ -62,6 +62,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Ping { count } => commands::ping(cli, *count),
         Command::Stats { metrics } => commands::stats(cli, metrics),
         Command::Members { metrics } => commands::members(cli, metrics),
+        Command::Relay { metrics } => commands::relay(cli, metrics),
         Command::Keygen { file, force } => keys::keygen(cli, file, *force),
         Command::Pubkey { file } => keys::pubkey(cli, file),
     }
