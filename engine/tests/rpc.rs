@@ -463,3 +463,34 @@ fn local_first_selection_keeps_calls_on_the_callers_shard_and_falls_back() {
     assert!(answer(&mut caller, 21).is_ok());
     node.shutdown();
 }
+
+#[test]
+fn providers_whose_connection_is_closing_are_passed_over_without_a_retry() {
+    let mut config = test_config(2);
+    config.limits.rpc_selection = ProviderSelection::LocalFirst;
+    let node = start_node(config);
+    let mut far = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
+    assert!(matches!(register(&mut far, "job"), Frame::Ok(_)));
+    let mut closing: Vec<TestClient> = (0..4)
+        .map(|_| {
+            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+            assert!(matches!(register(&mut p, "job"), Frame::Ok(_)));
+            p
+        })
+        .collect();
+    let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
+    // A QUIC CONNECTION_CLOSE and no GOODBYE: the node keeps these connections for a few PTOs.
+    for p in &mut closing {
+        p.conn.close(true, 0, b"bye").unwrap();
+        p.flush();
+    }
+    call(&mut caller, 1, "job", &1u64.to_be_bytes(), 10_000, false);
+    assert_eq!(served_ids(&mut far), vec![1], "served by the one provider still open");
+    assert!(answer(&mut caller, 1).is_ok());
+    assert_eq!(
+        metric(node.http_addr, "fovea_rpc_retries_total"),
+        0,
+        "the closing local providers were never chosen"
+    );
+    node.shutdown();
+}

@@ -125,6 +125,17 @@ impl Rpc {
     }
 }
 
+/// Whether a provider's connection can still receive an INVOKE and answer it: active, and no
+/// close begun by either side (the node, the peer, or quiche on an error).
+fn answers_invocations(c: &super::conn::Conn) -> bool {
+    c.phase == Phase::Active
+        && c.close_with.is_none()
+        && !c.quic.is_draining()
+        && !c.quic.is_closed()
+        && c.quic.local_error().is_none()
+        && c.quic.peer_error().is_none()
+}
+
 fn err(code: ErrorCode, message: &'static str) -> (ErrorCode, &'static str) {
     (code, message)
 }
@@ -268,6 +279,9 @@ impl Shard {
 
     /// Picks a provider not in `exclude` (the providers an idempotent call already tried): O(1)
     /// for every selection, round robin over this shard's own providers first for local-first.
+    /// A provider of this shard whose connection is closing is passed over here, so an INVOKE
+    /// on this shard never bounces back into the call that sent it (a bounce would recurse
+    /// once per dead provider); one on another shard bounces as `Undelivered` through the inbox.
     fn pick_provider(
         &mut self,
         realm: &Realm,
@@ -276,10 +290,19 @@ impl Shard {
     ) -> Option<(usize, PeerId)> {
         let index = self.ctx.index;
         let selection = self.ctx.limits.rpc_selection;
+        let (by_peer, slots) = (&self.by_peer, &self.slots);
+        let local_live = |p: &PeerId| {
+            by_peer.get(p).is_some_and(|r| {
+                slots.get(r.slot as usize).is_some_and(|s| {
+                    s.generation == r.generation
+                        && s.conn.as_deref().is_some_and(answers_invocations)
+                })
+            })
+        };
         let ring = self.rpc.rings.get_mut(&(realm.clone(), procedure.clone()))?;
         if selection == ProviderSelection::LocalFirst && !ring.local.is_empty() {
             let start = ring.local_cursor;
-            let ok = |p: &PeerId| !exclude.contains(&(index, *p));
+            let ok = |p: &PeerId| !exclude.contains(&(index, *p)) && local_live(p);
             if let Some(p) = Ring::step(&ring.local, &mut ring.local_cursor, start, ok) {
                 return Some((index, p));
             }
@@ -288,7 +311,8 @@ impl Shard {
             ProviderSelection::Random => rand::random::<usize>() % ring.members.len(),
             _ => ring.cursor,
         };
-        Ring::step(&ring.members, &mut ring.cursor, start, |m| !exclude.contains(m))
+        let ok = |m: &(usize, PeerId)| !exclude.contains(m) && (m.0 != index || local_live(&m.1));
+        Ring::step(&ring.members, &mut ring.cursor, start, ok)
     }
 
     /// CALL from connection `r`.
@@ -358,7 +382,9 @@ impl Shard {
     /// answer for a call not in the books is dropped as late.
     fn dispatch(&mut self, now: Instant, caller: PeerId, call_id: u64) {
         let Some(state) = self.rpc.calls.get(&(caller, call_id)) else { return };
-        let timeout_ms = state.deadline.saturating_duration_since(now).as_millis() as u64;
+        // Rounded up: the provider's shard must not forget the invocation before the deadline.
+        let left = state.deadline.saturating_duration_since(now);
+        let timeout_ms = left.as_micros().div_ceil(1000) as u64;
         if state.provider.0 == FEDERATION {
             return self.to_control(ControlMsg::Call {
                 caller,
@@ -481,9 +507,9 @@ impl Shard {
                 let inv = Invocation { caller, call_id, link, expires };
                 // A provider whose connection is closing would never see the INVOKE.
                 let r = self.by_peer.get(&provider).copied();
-                let live = r.and_then(|r| Some((r, self.conn_mut(r)?))).filter(|(_, c)| {
-                    c.phase == Phase::Active && c.close_with.is_none() && !c.quic.is_draining()
-                });
+                let live = r
+                    .and_then(|r| Some((r, self.conn_mut(r)?)))
+                    .filter(|(_, c)| answers_invocations(c));
                 let Some((r, conn)) = live else {
                     if let Some(to) = link {
                         return self.answer_link(to, call_id, CallOutcome::Undelivered);
