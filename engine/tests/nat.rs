@@ -10,17 +10,6 @@ use bytes::Bytes;
 use common::*;
 use fovea_codec::frame::{self, Frame};
 use fovea_codec::ErrorCode;
-use fovea_engine::shard::owner_shard;
-
-/// A peer id owned by `shard` of a `shards`-shard node.
-fn peer_on(shard: usize, shards: usize) -> [u8; 32] {
-    loop {
-        let id = random_peer_id();
-        if owner_shard(&id, shards) == shard {
-            return id;
-        }
-    }
-}
 
 fn punch_request(c: &mut TestClient, target: [u8; 32]) -> u64 {
     let r = c.request_id();

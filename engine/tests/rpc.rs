@@ -12,12 +12,15 @@ use common::*;
 use fovea_codec::frame::{self, Frame};
 use fovea_codec::ErrorCode;
 use fovea_engine::config::ProviderSelection;
-use fovea_engine::shard::owner_shard;
 
-/// A peer id that the node's hash assigns to `shard`, so a test places callers and providers on
-/// the shards it means to rather than where chance puts them.
-fn peer_on(shard: usize, shards: usize) -> [u8; 32] {
-    std::iter::repeat_with(random_peer_id).find(|id| owner_shard(id, shards) == shard).unwrap()
+/// Providers of `procedure` connected to a 2-shard node, one on each shard listed, registered.
+fn providers_on(node: std::net::SocketAddr, shards: &[usize], procedure: &str) -> Vec<TestClient> {
+    let connect = |&shard: &usize| {
+        let mut p = TestClient::connect_as(node, "default", peer_on(shard, 2));
+        assert!(matches!(register(&mut p, procedure), Frame::Ok(_)));
+        p
+    };
+    shards.iter().map(connect).collect()
 }
 
 fn unregister(c: &mut TestClient, procedure: &str) -> Frame {
@@ -134,14 +137,7 @@ fn a_call_reaches_a_provider_and_the_reply_returns() {
 #[test]
 fn round_robin_spreads_calls_evenly_over_providers_on_both_shards() {
     let node = start_node(test_config(2));
-    let mut providers: Vec<TestClient> = [0, 1, 0]
-        .into_iter()
-        .map(|shard| {
-            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(shard, 2));
-            assert!(matches!(register(&mut p, "work"), Frame::Ok(_)));
-            p
-        })
-        .collect();
+    let mut providers = providers_on(node.quic_addr, &[0, 1, 0], "work");
     let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
     let calls = 30u64;
     for id in 1..=calls {
@@ -399,14 +395,7 @@ fn random_selection_spreads_calls_but_not_in_turn() {
     let mut config = test_config(2);
     config.limits.rpc_selection = ProviderSelection::Random;
     let node = start_node(config);
-    let mut providers: Vec<TestClient> = [0, 1, 1]
-        .into_iter()
-        .map(|shard| {
-            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(shard, 2));
-            assert!(matches!(register(&mut p, "pick"), Frame::Ok(_)));
-            p
-        })
-        .collect();
+    let mut providers = providers_on(node.quic_addr, &[0, 1, 1], "pick");
     let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
     let calls = 300u64;
     for id in 1..=calls {
@@ -452,13 +441,7 @@ fn local_first_selection_keeps_calls_on_the_callers_shard_and_falls_back() {
     let node = start_node(config);
     let mut remote = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
     assert!(matches!(register(&mut remote, "near"), Frame::Ok(_)));
-    let mut locals: Vec<TestClient> = (0..2)
-        .map(|_| {
-            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
-            assert!(matches!(register(&mut p, "near"), Frame::Ok(_)));
-            p
-        })
-        .collect();
+    let mut locals = providers_on(node.quic_addr, &[1, 1], "near");
     let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
     for id in 1..=20u64 {
         call(&mut caller, id, "near", &id.to_be_bytes(), 10_000, false);
@@ -487,13 +470,7 @@ fn providers_whose_connection_is_closing_are_passed_over_without_a_retry() {
     let node = start_node(config);
     let mut far = TestClient::connect_as(node.quic_addr, "default", peer_on(0, 2));
     assert!(matches!(register(&mut far, "job"), Frame::Ok(_)));
-    let mut closing: Vec<TestClient> = (0..4)
-        .map(|_| {
-            let mut p = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
-            assert!(matches!(register(&mut p, "job"), Frame::Ok(_)));
-            p
-        })
-        .collect();
+    let mut closing = providers_on(node.quic_addr, &[1, 1, 1, 1], "job");
     let mut caller = TestClient::connect_as(node.quic_addr, "default", peer_on(1, 2));
     // A QUIC CONNECTION_CLOSE and no GOODBYE: the node keeps these connections for a few PTOs.
     for p in &mut closing {

@@ -29,7 +29,6 @@ use bytes::Bytes;
 use common::*;
 use fovea_codec::frame::{self, Frame};
 use fovea_codec::ErrorCode;
-use fovea_engine::shard::owner_shard;
 
 const SHARDS: usize = 2;
 const REALM: &str = "churn";
@@ -64,16 +63,6 @@ const LEAVES: [Leave; 6] =
 
 /// (caller index, call id).
 type Key = (usize, u64);
-
-/// A peer id owned by `shard` of a `shards`-shard node.
-fn peer_on(shard: usize, shards: usize) -> [u8; 32] {
-    loop {
-        let id = random_peer_id();
-        if owner_shard(&id, shards) == shard {
-            return id;
-        }
-    }
-}
 
 fn is_idempotent(caller: usize, id: u64) -> bool {
     (id + caller as u64).is_multiple_of(2)

@@ -360,9 +360,6 @@ impl Shard {
             );
         };
         let deadline = now + Duration::from_millis(timeout);
-        *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
-        self.rpc.deadlines.insert((deadline, caller, c.call_id));
-        ShardMetrics::set(&self.ctx.metrics.rpc_calls_in_flight, self.rpc.deadlines.len() as u64);
         // Both stay in the call state until the answer, for a retry or a forward (super::retain).
         let state = CallState {
             deadline,
@@ -373,8 +370,17 @@ impl Shard {
             provider,
             tried: SmallVec::new(),
         };
-        self.rpc.calls.insert((caller, c.call_id), state);
+        self.book_call(caller, c.call_id, state);
         self.dispatch(now, caller, c.call_id);
+    }
+
+    /// Puts a call in the books (its state, its deadline entry, its caller's in-flight count):
+    /// what `finish_call` takes out, so a retry puts back exactly what its first try held.
+    fn book_call(&mut self, caller: PeerId, call_id: u64, state: CallState) {
+        *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
+        self.rpc.deadlines.insert((state.deadline, caller, call_id));
+        ShardMetrics::set(&self.ctx.metrics.rpc_calls_in_flight, self.rpc.deadlines.len() as u64);
+        self.rpc.calls.insert((caller, call_id), state);
     }
 
     /// Sends the INVOKE of a call already in `calls`: it must be there first, because an answer
@@ -639,15 +645,7 @@ impl Shard {
                     {
                         state.provider = next;
                         ShardMetrics::inc(&self.ctx.metrics.rpc_retries);
-                        // finish_call took the call out of the books; it goes back in whole,
-                        // with its deadline, or nothing would ever answer a retry left unanswered.
-                        *self.rpc.inflight_per_caller.entry(caller).or_default() += 1;
-                        self.rpc.deadlines.insert((state.deadline, caller, call_id));
-                        ShardMetrics::set(
-                            &self.ctx.metrics.rpc_calls_in_flight,
-                            self.rpc.deadlines.len() as u64,
-                        );
-                        self.rpc.calls.insert((caller, call_id), state);
+                        self.book_call(caller, call_id, state);
                         self.dispatch(now, caller, call_id);
                         return;
                     }
@@ -703,13 +701,11 @@ impl Shard {
         }
     }
 
-    /// The node is closing an active session: its registrations and invocations end now (its
-    /// own calls wait for the connection to go, as a replaced connection's do).
+    /// The node is closing a session, or a newer connection replaced it: its registrations and
+    /// invocations end now (its own calls wait for the connection to go). A session without
+    /// any (not past HELLO, or already retired) has nothing to end.
     pub(super) fn rpc_retire(&mut self, r: ConnRef) {
         let Some(conn) = self.conn_mut(r) else { return };
-        if conn.phase != Phase::Active {
-            return;
-        }
         let registrations = std::mem::take(&mut conn.registrations);
         let invocations = std::mem::take(&mut conn.invocations);
         let (peer, realm) = (conn.peer_id, conn.realm.clone());

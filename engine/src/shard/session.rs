@@ -404,14 +404,7 @@ impl Shard {
                 }
                 let old_conn_subs = self.take_subs(old);
                 self.drop_subs(old, old_conn_subs);
-                let rpc = self.conn_mut(old).map(|c| {
-                    (std::mem::take(&mut c.registrations), std::mem::take(&mut c.invocations))
-                });
-                let realm = self.conn_mut(old).and_then(|c| c.realm.clone());
-                if let (Some((regs, invocations)), Some(realm)) = (rpc, realm) {
-                    let peer = hello.peer_id;
-                    self.rpc_remove_conn(old, peer, Some(&realm), &regs, invocations, false);
-                }
+                self.rpc_retire(old);
                 self.mark_dirty(old);
                 self.peers -= 1;
                 self.ctx.shared.peers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

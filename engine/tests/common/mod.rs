@@ -515,6 +515,14 @@ pub fn metric(http: SocketAddr, name: &str) -> u64 {
         .unwrap()
 }
 
+/// A peer id that the node's hash assigns to `shard` of `shards`, so a test places peers on the
+/// shards it means to rather than where chance puts them.
+pub fn peer_on(shard: usize, shards: usize) -> [u8; 32] {
+    std::iter::repeat_with(random_peer_id)
+        .find(|id| fovea_engine::shard::owner_shard(id, shards) == shard)
+        .unwrap()
+}
+
 /// Polls `cond` until it holds or `wait` passes (no fixed sleeps: each poll is a real query).
 pub fn wait_until(wait: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + wait;
